@@ -1,0 +1,75 @@
+"""The ``safeship`` command line. Each command lives in its own module with a
+``register(app)`` function; this module only assembles them and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from ..errors import SafeshipError
+from ._output import print_error
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="safeship",
+    help="Safe-by-default deploys for real-time (WebSocket) ASGI services.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"safeship {version('safeship')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Safe-by-default deploys for real-time (WebSocket) ASGI services."""
+
+
+# One line per command module; adding a command touches this tuple and its own module.
+_COMMAND_MODULES = ("demo",)
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(f"{__name__}.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI. Exit codes: 0 ok, 1 findings or failed verification, 2 usage or config
+    error, 3 startup failure."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SafeshipError as exc:
+        print_error(exc, as_json="--json" in (argv if argv is not None else sys.argv))
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+def _entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The manifest: ``safeship.toml``, or ``[tool.safeship]`` in ``pyproject.toml``.
+
+Every table forbids unknown keys, so a typo is an error that names the file and the key
+instead of a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "CRITICAL_BY_DEFAULT",
+    "AuthConfig",
+    "DeployConfig",
+    "EnvironmentConfig",
+    "GatesConfig",
+    "Manifest",
+    "SecretConfig",
+    "ServiceConfig",
+    "current_env",
+    "find_manifest",
+    "load_manifest",
+]
+
+CRITICAL_BY_DEFAULT = frozenset({"staging", "production"})
+BUILTIN_ENVIRONMENTS = ("development", "test", "staging", "production")
+Tier = Literal["breaks-startup", "breaks-on-call", "unreachable", "noise"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceConfig(_Model):
+    name: str = "service"
+    app: str | None = None
+    """ASGI import string, ``module:attribute``."""
+    app_dir: str = "."
+    code: str | None = None
+    """Directory the gates check; defaults to the app's package under ``app_dir``."""
+    entry_points: list[str] = Field(default_factory=list)
+    """Extra entry modules for reachability, besides the module of ``app``."""
+    command: list[str] | None = None
+    """Boot the service with this argv instead of uvicorn; ``{port}`` is replaced."""
+    ws_path: str = "/ws"
+    health_prefix: str = "/health"
+    fingerprint_salt: str | None = None
+
+    @field_validator("app")
+    @classmethod
+    def _app_is_import_string(cls, value: str | None) -> str | None:
+        if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
+            raise ValueError(f"expected 'module:attribute', e.g. 'myapp.main:app', got {value!r}")
+        return value
+
+    @property
+    def app_module(self) -> str | None:
+        return self.app.split(":")[0] if self.app else None
+
+    @property
+    def salt(self) -> str:
+        return self.fingerprint_salt or f"safeship/{self.name}"
+
+
+class AuthConfig(_Model):
+    secret: str = "JWT_SECRET"
+    """Base name of the signing secret; resolved as ``<secret>_<ENV>``, then ``<secret>``."""
+    algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_seconds: float = Field(default=30.0, ge=0)
+    cookie: str | None = None
+    max_token_bytes: int = Field(default=8192, gt=0)
+    expiry_grace_seconds: float = Field(default=0.0, ge=0)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _no_none(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("expected at least one algorithm, e.g. ['HS256']")
+        if any(a.lower() == "none" for a in value):
+            raise ValueError("'none' is never an acceptable JWT algorithm")
+        return value
+
+
+class EnvironmentConfig(_Model):
+    critical: bool | None = None
+    """Defaults to true for staging and production, false otherwise."""
+    url: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    env_file: str | None = None
+    block: list[Tier] | None = None
+    """Finding tiers that block in this environment; overrides ``[gates]``."""
+
+
+class SecretConfig(_Model):
+    per_environment: bool = True
+    min_bytes: int = Field(default=32, ge=1)
+    consumers: list[str] = Field(default_factory=lambda: ["env"])
+    """Where the secret must be present, and identical: ``env``, ``file:PATH``,
+    ``dir:PATH`` or ``gcp:projects/P/secrets/S``."""
+    required: bool = True
+
+    @field_validator("consumers")
+    @classmethod
+    def _known_consumers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            kind = item.split(":", 1)[0]
+            if kind not in {"env", "file", "dir", "gcp"}:
+                raise ValueError(
+                    f"unknown consumer {item!r}: expected 'env', 'file:PATH', 'dir:PATH' "
+                    "or 'gcp:projects/P/secrets/S'"
+                )
+        return value
+
+
+class BootConfig(_Model):
+    ready_timeout: float = Field(default=30.0, gt=0)
+    send: str | None = None
+    """JSON message sent after connecting; ``expect`` entries must then match a reply."""
+    expect: dict[str, Any] = Field(default_factory=dict)
+    step_timeout: float = Field(default=5.0, gt=0)
+
+
+class GatesConfig(_Model):
+    block: list[Tier] = Field(default_factory=lambda: ["breaks-startup"])
+    block_critical: list[Tier] = Field(default_factory=lambda: ["breaks-startup", "breaks-on-call"])
+    exclude: list[str] = Field(default_factory=list)
+    import_timeout: float = Field(default=20.0, gt=0)
+    import_jobs: int | None = Field(default=None, ge=1)
+    baseline: str | None = None
+    boot: BootConfig = Field(default_factory=BootConfig)
+
+
+class DeployConfig(_Model):
+    target: str = "local"
+    port: int = Field(default=8700, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    state_dir: str = ".safeship"
+    ready_timeout: float = Field(default=30.0, gt=0)
+    verify_probes: int = Field(default=5, ge=1)
+    verify_interval: float = Field(default=0.2, gt=0)
+    watch_seconds: float = Field(default=30.0, ge=0)
+    watch_interval: float = Field(default=0.5, gt=0)
+    failure_threshold: int = Field(default=3, ge=1)
+    drain_seconds: float = Field(default=10.0, ge=0)
+    probe_timeout: float = Field(default=3.0, gt=0)
+
+
+class Manifest(_Model):
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+    secrets: dict[str, SecretConfig] = Field(default_factory=dict)
+    legacy: dict[str, str] = Field(default_factory=dict)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+
+    # Where the manifest came from; not part of the file.
+    path: Path | None = Field(default=None, exclude=True)
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        """The named environment, with defaults for the built-in names.
+
+        Raises:
+            ConfigError: the name is neither built in nor declared in the manifest.
+        """
+        if name in self.environments:
+            return self.environments[name]
+        if name in BUILTIN_ENVIRONMENTS:
+            return EnvironmentConfig()
+        known = sorted(set(BUILTIN_ENVIRONMENTS) | set(self.environments))
+        raise ConfigError(
+            f"unknown environment {name!r}",
+            file=self.display_path,
+            key="environments",
+            hint=f"use one of {', '.join(known)}, or add [environments.{name}] to the manifest",
+        )
+
+    def is_critical(self, name: str) -> bool:
+        explicit = self.environment(name).critical
+        return explicit if explicit is not None else name in CRITICAL_BY_DEFAULT
+
+    def secret_config(self, base: str) -> SecretConfig:
+        return self.secrets.get(base, SecretConfig())
+
+    def resolve(self, relative: str | os.PathLike[str]) -> Path:
+        """A path from the manifest, relative to the manifest's directory."""
+        return (self.root / relative).resolve()
+
+    @property
+    def display_path(self) -> str:
+        if self.path is None:
+            return "<defaults>"
+        try:
+            return str(self.path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(self.path)
+
+    @property
+    def code_dir(self) -> Path:
+        """The directory the gates check."""
+        if self.service.code:
+            return self.resolve(self.service.code)
+        module = self.service.app_module
+        base = self.resolve(self.service.app_dir)
+        if module:
+            return base / module.split(".")[0]
+        return base
+
+
+def current_env(environ: os._Environ[str] | dict[str, str] | None = None) -> str:
+    """``SAFESHIP_ENV``, defaulting to ``development``."""
+    source = os.environ if environ is None else environ
+    return source.get("SAFESHIP_ENV", "").strip() or "development"
+
+
+def find_manifest(start: Path | None = None) -> Path | None:
+    """The nearest ``safeship.toml``, or ``pyproject.toml`` with ``[tool.safeship]``,
+    searching ``start`` and its parents."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "safeship.toml"
+        if candidate.is_file():
+            return candidate
+        pyproject = directory / "pyproject.toml"
+        if pyproject.is_file() and _has_tool_table(pyproject):
+            return pyproject
+    return None
+
+
+def _has_tool_table(pyproject: Path) -> bool:
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False
+    return "safeship" in data.get("tool", {})
+
+
+def load_manifest(path: Path | str | None = None, *, start: Path | None = None) -> Manifest:
+    """Load and validate the manifest.
+
+    Args:
+        path: an explicit ``safeship.toml`` or ``pyproject.toml``; otherwise it is searched
+            for from ``start`` (default: the current directory) upwards.
+
+    Returns:
+        The manifest. With no manifest found and no ``path`` given, the defaults, rooted at
+        ``start``.
+
+    Raises:
+        ConfigError: the file is unreadable, not TOML, or fails validation. The message names
+            the file and the key.
+    """
+    if path is None:
+        found = find_manifest(start)
+        if found is None:
+            return Manifest(root=(start or Path.cwd()).resolve())
+        path = found
+    path = Path(path).resolve()
+    display = _display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "manifest not found", file=display, hint="create safeship.toml (see README)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read manifest: {exc}", file=display) from None
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=display) from None
+    prefix = ""
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("safeship", {})
+        prefix = "tool.safeship."
+    if not isinstance(data, dict):
+        raise ConfigError("expected a table", file=display, key=prefix.rstrip(".") or None)
+    try:
+        return Manifest.model_validate({**data, "path": path, "root": path.parent})
+    except ValidationError as exc:
+        raise _config_error(exc, display, prefix) from None
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _config_error(exc: ValidationError, display: str, prefix: str) -> ConfigError:
+    problems = []
+    first_key = None
+    for err in exc.errors():
+        key = prefix + ".".join(str(p) for p in err["loc"])
+        first_key = first_key or key
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {msg} (got {_short(err.get('input'))})")
+    hint = "check the spelling against the manifest reference in docs/manifest.md"
+    message = "invalid manifest: " + "; ".join(problems)
+    error = ConfigError(message, file=display, hint=hint)
+    error.key = first_key
+    return error
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

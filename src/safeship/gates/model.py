@@ -1,0 +1,137 @@
+"""What every gate produces: findings, a result per gate, and the report of a whole check.
+
+Failures are data. A gate that cannot run at all (an engine missing, a crash) returns a
+``GateResult`` with ``status="error"``; it does not raise, so the other gates still run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Finding", "GateResult", "GateStatus", "Report", "Tier"]
+
+
+class Tier(StrEnum):
+    """How certain it is that a finding breaks the service, most certain first."""
+
+    BREAKS_STARTUP = "breaks-startup"
+    BREAKS_ON_CALL = "breaks-on-call"
+    UNREACHABLE = "unreachable"
+    NOISE = "noise"
+    # Findings of gates other than static are not triaged by reachability.
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class GateStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"  # ran, and found something that blocks
+    ERROR = "error"  # could not run; inconclusive, never "passed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Finding:
+    gate: str
+    rule: str
+    """Engine rule or gate-specific code: ``F821``, ``ty:unresolved-import``, ``import-error``,
+    ``secret-missing``, ``secret-mismatch``, ``boot-failed``, ``legacy-reference``..."""
+    message: str
+    tier: Tier
+    path: str | None = None
+    """Relative to the checked project's root, POSIX separators."""
+    line: int | None = None
+    column: int | None = None
+    source_line: str | None = None
+    hint: str | None = None
+    chain: tuple[str, ...] = ()
+    """For reachable findings: the import chain from the entry point to this module."""
+    symbol: str | None = None
+    """The name at fault (undefined name, missing member, legacy name)."""
+    scope: str | None = None
+    """Enclosing definition, e.g. ``AgentRunner.run``; used by the baseline fingerprint."""
+    blocking: bool = False
+    in_baseline: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable across line shifts: built from the path, rule, symbol, enclosing scope and
+        the stripped source line, never the line number."""
+        parts = (
+            self.gate,
+            self.rule,
+            self.path or "",
+            self.symbol or "",
+            self.scope or "",
+            (self.source_line or self.message).strip(),
+        )
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tier"] = str(self.tier)
+        data["chain"] = list(self.chain)
+        data["fingerprint"] = self.fingerprint
+        return data
+
+
+@dataclass
+class GateResult:
+    gate: str
+    status: GateStatus
+    findings: list[Finding] = field(default_factory=list)
+    duration: float = 0.0
+    error: str | None = None
+    """Why the gate could not run (status ``error``)."""
+    skipped_reason: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    """Gate-specific counts, e.g. findings per tier, modules imported, references per name."""
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.blocking and not f.in_baseline]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "status": str(self.status),
+            "duration_s": round(self.duration, 3),
+            "error": self.error,
+            "skipped_reason": self.skipped_reason,
+            "summary": self.summary,
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+
+@dataclass
+class Report:
+    root: str
+    env: str
+    critical: bool
+    results: list[GateResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in (GateStatus.PASSED, GateStatus.SKIPPED) for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 1 findings that block or a gate that could not run."""
+        return 0 if self.ok else 1
+
+    def result(self, gate: str) -> GateResult | None:
+        return next((r for r in self.results if r.gate == gate), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "safeship.check/1",
+            "root": self.root,
+            "env": self.env,
+            "critical": self.critical,
+            "ok": self.ok,
+            "gates": [r.as_dict() for r in self.results],
+        }
