@@ -78,7 +78,8 @@ class AuthConfig(_Model):
     leeway_seconds: float = Field(default=30.0, ge=0)
     cookie: str | None = None
     max_token_bytes: int = Field(default=8192, gt=0)
-    expiry_grace_seconds: float = Field(default=0.0, ge=0)
+    expiry_grace_seconds: float | None = Field(default=None, ge=0)
+    """How long past ``exp`` a connection may stay open; defaults to the leeway."""
 
     @field_validator("algorithms")
     @classmethod

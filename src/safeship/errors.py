@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "DeployError",
     "GateError",
+    "IllegalTransition",
     "ProbeError",
     "SafeshipError",
     "SecretError",
@@ -109,3 +110,7 @@ class DeployError(SafeshipError):
 
 class AuditError(SafeshipError):
     """The audit log is unreadable or broken."""
+
+
+class IllegalTransition(RuntimeError):
+    """A state machine was driven out of order: a programming error, never user input."""

@@ -11,6 +11,11 @@ import typer
 from ..errors import SafeshipError
 from ._output import print_error
 
+try:  # typer >= 0.26 vendors its own click
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:  # pragma: no cover
+    from click import ClickException as _ClickException
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -42,7 +47,7 @@ def _root(
 
 
 # One line per command module; adding a command touches this tuple and its own module.
-_COMMAND_MODULES = ("demo",)
+_COMMAND_MODULES = ("demo", "probe")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)
@@ -51,24 +56,22 @@ for _name in _COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI. Exit codes: 0 ok, 1 findings or failed verification, 2 usage or config
     error, 3 startup failure."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, standalone_mode=False)
+        # In non-standalone mode typer *returns* the code of ``typer.Exit(n)``.
+        rv = app(args=args, standalone_mode=False, prog_name="safeship")
     except SafeshipError as exc:
-        print_error(exc, as_json="--json" in (argv if argv is not None else sys.argv))
+        print_error(exc, as_json="--json" in args)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
-    return 0
+    except _ClickException as exc:  # usage errors: a bad option, a missing argument
+        exc.show()
+        return exc.exit_code
+    return rv if isinstance(rv, int) else 0
 
 
 def _entry() -> None:

@@ -1,0 +1,119 @@
+"""The handshake decision: (readiness, auth outcome, limits) -> Accept | Deny.
+
+The guard gathers the observations (startup state, token verification, connection counts) and
+carries out the answer; every policy ``if`` lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .closecodes import DenyKind
+
+__all__ = [
+    "Accept",
+    "AuthOutcome",
+    "Deny",
+    "Limits",
+    "Readiness",
+    "decide",
+    "expiry_deadline",
+]
+
+
+class Readiness(StrEnum):
+    READY = "ready"
+    STARTING = "starting"
+    FAILED = "failed"
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    """What token extraction and verification found.
+
+    ``failure`` is a ``TokenError.kind`` (``missing``, ``expired``, ...); ``forbidden`` carries the
+    authorizer's reason when the token is valid but not allowed.
+    """
+
+    claims: Mapping[str, Any] | None = None
+    failure: str | None = None
+    detail: str = ""
+    forbidden: str | None = None
+
+    @property
+    def subject(self) -> str | None:
+        sub = self.claims.get("sub") if self.claims else None
+        return str(sub) if sub is not None else None
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_user: int | None = None
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class Accept:
+    subject: str
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deny:
+    kind: DenyKind
+    detail: str
+
+
+def decide(
+    readiness: Readiness,
+    auth: AuthOutcome,
+    *,
+    limits: Limits = Limits(),
+    total_connections: int = 0,
+    user_connections: int = 0,
+) -> Accept | Deny:
+    """Decide a handshake.
+
+    Order matters: readiness first (a starting or draining service answers at once, before any
+    token work); then the global limit (cheap, protects the process); then authentication and
+    authorization; then the per-user limit, which needs the subject.
+    """
+    if readiness is Readiness.DRAINING:
+        return Deny(DenyKind.DRAINING, "service is draining for a restart; reconnect")
+    if readiness is Readiness.STARTING:
+        return Deny(DenyKind.NOT_READY, "service is starting; retry shortly")
+    if readiness is Readiness.FAILED:
+        return Deny(DenyKind.NOT_READY, "service failed to start; see /health/ready")
+    if limits.total is not None and total_connections >= limits.total:
+        return Deny(DenyKind.TOO_MANY, f"server connection limit ({limits.total}) reached")
+    if auth.failure is not None or auth.claims is None:
+        kind = auth.failure or "missing"
+        return Deny(DenyKind.UNAUTHENTICATED, auth.detail or _AUTH_DETAIL.get(kind, kind))
+    subject = auth.subject
+    if subject is None:
+        return Deny(DenyKind.UNAUTHENTICATED, "token has no 'sub' claim")
+    if auth.forbidden is not None:
+        return Deny(DenyKind.FORBIDDEN, auth.forbidden)
+    if limits.per_user is not None and user_connections >= limits.per_user:
+        return Deny(
+            DenyKind.TOO_MANY, f"connection limit per user ({limits.per_user}) reached"
+        )
+    return Accept(subject=subject, claims=auth.claims)
+
+
+_AUTH_DETAIL = {
+    "missing": "no token: send an Authorization: Bearer header, a 'jwt.<base64url>' subprotocol, "
+    "the auth cookie or a ticket",
+}
+
+
+def expiry_deadline(claims: Mapping[str, Any], grace: float) -> float | None:
+    """When a connection authenticated by ``claims`` must be closed with 4401 (epoch seconds)."""
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return float(exp) + grace

@@ -1,0 +1,319 @@
+"""JWTs: verify and mint (PyJWT); finding the token of a WebSocket handshake; tickets.
+
+Verification pins the algorithms, checks the size before parsing, and compares the time
+claims against an explicit ``now``, so the guard and the tests decide what "now" is. Every
+rejection is a ``TokenError`` with a machine-readable ``kind``; no message quotes a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.algorithms import get_default_algorithms
+
+from ._tickets import TicketStore, ticket_endpoint
+from ._token_extract import (
+    AUTH_SUBPROTOCOL,
+    SUBPROTOCOL_PREFIX,
+    ExtractedToken,
+    extract_token,
+    negotiate_subprotocol,
+    parse_bearer,
+    strip_token_subprotocols,
+)
+from .config import AuthConfig
+from .errors import ConfigError, TokenError
+
+__all__ = [
+    "AUTH_SUBPROTOCOL",
+    "SUBPROTOCOL_PREFIX",
+    "ExtractedToken",
+    "TicketStore",
+    "TokenSettings",
+    "TokenVerifier",
+    "extract_token",
+    "mint",
+    "negotiate_subprotocol",
+    "parse_bearer",
+    "strip_token_subprotocols",
+    "ticket_endpoint",
+]
+
+_SYMMETRIC = frozenset({"HS256", "HS384", "HS512"})
+_NUMERIC_CLAIMS = ("exp", "nbf", "iat")
+# Three base64url segments (padding tolerated); the signature may be empty only for alg
+# "none", which is then rejected by name rather than as "malformed".
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+=*\.[A-Za-z0-9_-]*=*\.[A-Za-z0-9_-]*=*")
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    algorithms: tuple[str, ...] = ("HS256",)
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = 30.0
+    max_bytes: int = 8192
+    required_claims: tuple[str, ...] = ("exp", "iat", "sub")
+
+    @classmethod
+    def from_config(cls, auth: AuthConfig) -> TokenSettings:
+        return cls(
+            algorithms=tuple(auth.algorithms),
+            issuer=auth.issuer,
+            audience=auth.audience,
+            leeway=auth.leeway_seconds,
+            max_bytes=auth.max_token_bytes,
+        )
+
+
+class TokenVerifier:
+    """Verifies JWTs against one key and pinned algorithms.
+
+    Raises:
+        ConfigError: at construction, when the algorithms mix symmetric (HS*) and asymmetric
+            families, name 'none' or an unknown algorithm, or do not fit the key (e.g. an RSA
+            public key given as an HMAC secret).
+    """
+
+    def __init__(self, key: str | bytes, settings: TokenSettings | None = None) -> None:
+        self.settings = settings or TokenSettings()
+        algorithms = self.settings.algorithms
+        known = get_default_algorithms()
+        for name in algorithms:
+            if name.lower() == "none" or name not in known:
+                raise ConfigError(
+                    f"algorithm {name!r} cannot verify tokens",
+                    key="auth.algorithms",
+                    hint=f"use algorithms such as HS256 or RS256 (known: {', '.join(known)})",
+                )
+        if not algorithms:
+            raise ConfigError("no algorithm is pinned", key="auth.algorithms", hint="use HS256")
+        symmetric = {name in _SYMMETRIC for name in algorithms}
+        if len(symmetric) > 1:
+            # One key read as an HMAC secret by HS* and as a public key by RS*/ES* is the
+            # algorithm-confusion attack (RFC 8725 §2.1).
+            raise ConfigError(
+                f"algorithms {list(algorithms)} mix HMAC and public-key algorithms",
+                key="auth.algorithms",
+                hint="pin either HS* algorithms with a shared secret, or RS*/ES*/PS*/EdDSA "
+                "algorithms with a public key",
+            )
+        try:
+            self._key: Any = known[algorithms[0]].prepare_key(key)
+        except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"the key does not fit algorithm {algorithms[0]}: {exc}",
+                key="auth.algorithms",
+                hint="HS* takes a random secret; RS*/ES*/PS* take a PEM public key",
+            ) from None
+        if hasattr(self._key, "public_key"):
+            # A private key verifies through its public half (PyJWT would fail on it).
+            self._key = self._key.public_key()
+
+    def verify(self, token: str, *, now: float | None = None) -> dict[str, Any]:
+        """The verified claims of ``token``.
+
+        Args:
+            now: seconds since the epoch to judge ``exp``/``nbf``/``iat`` against; the
+                current time when None.
+
+        Raises:
+            TokenError: with ``kind`` one of malformed, oversized, bad_algorithm,
+                bad_signature, expired, immature, bad_issuer, bad_audience, missing_claim.
+        """
+        settings = self.settings
+        if not isinstance(token, str):
+            raise TokenError("malformed", "the token is not text")
+        # Before any parsing: a huge token must not cost base64 and JSON work.
+        if len(token) > settings.max_bytes or len(token.encode("utf-8")) > settings.max_bytes:
+            raise TokenError(
+                "oversized",
+                f"the token is longer than the {settings.max_bytes}-byte limit",
+                hint="raise [auth] max_token_bytes if such tokens are expected",
+            )
+        if not _COMPACT.fullmatch(token):
+            raise TokenError(
+                "malformed", "the token is not a compact JWT (three base64url parts joined by '.')"
+            )
+        self._check_header(token)
+        claims = self._decode(token)
+        self._check_claims(claims, time.time() if now is None else now)
+        return claims
+
+    def _check_header(self, token: str) -> None:
+        # Only the header segment, decoded here: PyJWT's get_unverified_header() would parse
+        # (and validate character by character) the whole token a second time before decode().
+        segment = token.partition(".")[0]
+        try:
+            header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        except (ValueError, binascii.Error):
+            raise TokenError("malformed", "the token header is not valid base64url JSON") from None
+        if not isinstance(header, dict):
+            raise TokenError("malformed", "the token header is not a JSON object")
+        alg = header.get("alg")
+        pinned = self.settings.algorithms
+        if not isinstance(alg, str) or not alg:
+            raise TokenError("malformed", "the token header has no 'alg'")
+        if alg.lower() == "none":
+            raise TokenError("bad_algorithm", "unsigned tokens (alg 'none') are never accepted")
+        if alg not in pinned:
+            raise TokenError(
+                "bad_algorithm",
+                f"token algorithm {alg[:20]!r} is not accepted; this service pins "
+                f"{', '.join(pinned)}",
+                hint="sign tokens with the algorithm in [auth] algorithms",
+            )
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        # Signature only: every claim is checked below against the caller's `now`.
+        options: Any = {
+            "verify_signature": True,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_aud": False,
+            "verify_iss": False,
+            "verify_sub": False,
+            "verify_jti": False,
+            "require": [],
+        }
+        try:
+            return jwt.decode(
+                token, self._key, algorithms=list(self.settings.algorithms), options=options
+            )
+        except jwt.InvalidSignatureError:
+            raise TokenError(
+                "bad_signature",
+                "the token signature does not match this service's key",
+                hint="sign tokens with the secret this environment resolves "
+                "(compare fingerprints with `safeship check --only secrets`)",
+            ) from None
+        except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError):
+            raise TokenError(
+                "bad_algorithm", "the token algorithm does not fit this service's key"
+            ) from None
+        except jwt.PyJWTError:
+            raise TokenError("malformed", "the token payload is not a valid JSON object") from None
+
+    def _check_claims(self, claims: dict[str, Any], now: float) -> None:
+        settings = self.settings
+        for name in settings.required_claims:
+            if name not in claims:
+                raise TokenError(
+                    "missing_claim",
+                    f"the token has no {name!r} claim "
+                    f"(required: {', '.join(settings.required_claims)})",
+                    hint="mint tokens with sub, iat and exp (safeship.tokens.mint does)",
+                )
+        for name in _NUMERIC_CLAIMS:
+            value = claims.get(name)
+            if name in claims and not _is_number(value):
+                raise TokenError(
+                    "malformed", f"claim {name!r} must be a number of seconds since the epoch"
+                )
+        if "sub" in claims and not isinstance(claims["sub"], str):
+            raise TokenError("malformed", "claim 'sub' must be a string")
+        leeway = settings.leeway
+        if "exp" in claims and now >= claims["exp"] + leeway:
+            raise TokenError(
+                "expired",
+                f"the token expired {now - claims['exp']:.0f} s ago "
+                f"(claim 'exp', leeway {leeway:g} s)",
+                hint="get a new token, then reconnect",
+            )
+        for name in ("nbf", "iat"):
+            if name in claims and claims[name] > now + leeway:
+                raise TokenError(
+                    "immature",
+                    f"the token is not valid yet: claim {name!r} is "
+                    f"{claims[name] - now:.0f} s in the future (leeway {leeway:g} s)",
+                    hint="check the clocks of the token issuer and this service",
+                )
+        if settings.issuer is not None:
+            if "iss" not in claims:
+                raise TokenError(
+                    "missing_claim", f"the token has no 'iss' claim (expected {settings.issuer!r})"
+                )
+            if claims["iss"] != settings.issuer:
+                raise TokenError(
+                    "bad_issuer",
+                    f"claim 'iss' is {_short(claims['iss'])}, expected {settings.issuer!r}",
+                )
+        self._check_audience(claims)
+
+    def _check_audience(self, claims: dict[str, Any]) -> None:
+        expected = self.settings.audience
+        if "aud" not in claims:
+            if expected is not None:
+                raise TokenError(
+                    "missing_claim", f"the token has no 'aud' claim (expected {expected!r})"
+                )
+            return
+        aud = claims["aud"]
+        audiences = [aud] if isinstance(aud, str) else aud
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            raise TokenError("malformed", "claim 'aud' must be a string or a list of strings")
+        if expected is None:
+            # RFC 7519 §4.1.3: a service that is not among the audiences must reject the token.
+            raise TokenError(
+                "bad_audience",
+                f"the token is meant for audience {_short(aud)}, and this service has none",
+                hint="set [auth] audience, or mint tokens without 'aud'",
+            )
+        if expected not in audiences:
+            raise TokenError("bad_audience", f"claim 'aud' is {_short(aud)}, expected {expected!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _numeric_date(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+def mint(
+    secret: str | bytes,
+    sub: str,
+    *,
+    ttl: float = 300.0,
+    algorithm: str = "HS256",
+    issuer: str | None = None,
+    audience: str | None = None,
+    now: float | None = None,
+    **claims: Any,
+) -> str:
+    """A signed JWT with ``sub``, ``iat`` (= now), ``exp`` (= now + ttl) and a random ``jti``,
+    for tests and probes.
+
+    Extra ``claims`` are added or override those; a claim given as None is left out (to
+    build tokens that lack one).
+    """
+    issued = int(time.time()) if now is None else now
+    payload: dict[str, Any] = {
+        "sub": sub,
+        "iat": _numeric_date(issued),
+        "exp": _numeric_date(issued + ttl),
+        "jti": secrets.token_urlsafe(16),
+    }
+    if issuer is not None:
+        payload["iss"] = issuer
+    if audience is not None:
+        payload["aud"] = audience
+    payload.update(claims)
+    payload = {key: value for key, value in payload.items() if value is not None}
+    return jwt.encode(payload, secret, algorithm=algorithm)

@@ -1,0 +1,193 @@
+"""The service library on real uvicorn, with the websockets client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from safeship.testing import scaled, wait_until
+from safeship.tokens import mint
+
+from .conftest import SECRET
+
+pytestmark = pytest.mark.e2e
+
+
+def token(sub: str = "alice", **kw) -> str:
+    return mint(SECRET, sub, **kw)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, scaled(20)))
+
+
+async def hello(url: str, **kw) -> dict:
+    async with connect(url, open_timeout=scaled(5), **kw) as ws:
+        return json.loads(await ws.recv())
+
+
+async def denied_status(url: str, **kw) -> tuple[int, dict, dict]:
+    with pytest.raises(InvalidStatus) as exc:
+        async with connect(url, open_timeout=scaled(5), **kw):
+            pass
+    response = exc.value.response
+    return response.status_code, dict(response.headers), json.loads(response.body)
+
+
+async def close_code(url: str, **kw) -> tuple[int, str]:
+    async with connect(url, open_timeout=scaled(5), **kw) as ws:
+        with pytest.raises(ConnectionClosed) as exc:
+            while True:
+                await asyncio.wait_for(ws.recv(), scaled(10))
+    assert exc.value.rcvd is not None, "closed without a close frame (1006)"
+    return exc.value.rcvd.code, exc.value.rcvd.reason
+
+
+def test_header_subprotocol_and_ticket_auth(spawn):
+    server = spawn()
+    url = server.ws_url + "/ws"
+    assert run(hello(url, additional_headers={"Authorization": f"Bearer {token('h')}"}))["sub"] == "h"
+    encoded = base64.urlsafe_b64encode(token("s").encode()).decode().rstrip("=")
+    assert run(hello(url, subprotocols=["jwt-auth", f"jwt.{encoded}"]))["sub"] == "s"
+    ticket = httpx.post(
+        server.url + "/auth/ticket", headers={"Authorization": f"Bearer {token('t')}"}
+    ).json()["ticket"]
+    assert run(hello(f"{url}?ticket={ticket}"))["sub"] == "t"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, 4401),
+        ({"Authorization": "Bearer garbage"}, 401, 4401),
+        ({"Authorization": f"Bearer {mint('wrong-secret-wrong-secret-wrong-secret', 'x')}"}, 401, 4401),
+    ],
+)
+def test_denials_by_status_and_by_close_code(spawn, headers, status, code):
+    server = spawn()
+    url = server.ws_url + "/ws"
+    got_status, got_headers, body = run(denied_status(url, additional_headers=headers))
+    assert got_status == status
+    assert got_headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert body["error"] == "invalid_token"
+    # A browser (Origin header) gets the same answer as a close code it can read.
+    got_code, _ = run(close_code(url, additional_headers=headers, origin="http://app.example"))
+    assert got_code == code
+
+
+def test_not_ready_gets_503_then_1013_in_background_mode(spawn):
+    server = spawn({"BACKGROUND": "1", "AGENTS": "slow", "SLOW_SECONDS": "30"})
+    ready = httpx.get(server.url + "/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "starting" and ready.json()["phase"] == "agents"
+    url = server.ws_url + "/ws"
+    headers = {"Authorization": f"Bearer {token()}"}
+    status, got_headers, body = run(denied_status(url, additional_headers=headers))
+    assert (status, got_headers["retry-after"], body["error"]) == (503, "1", "not_ready")
+    code, _ = run(close_code(url, additional_headers=headers, origin="http://app.example"))
+    assert code == 1013
+
+
+def test_handler_exception_closes_1011_with_logged_error_id(spawn):
+    server = spawn()
+
+    async def scenario() -> tuple[int, str]:
+        async with connect(server.ws_url + "/ws", additional_headers={"Authorization": f"Bearer {token()}"}) as ws:
+            await ws.recv()
+            await ws.send("boom")
+            with pytest.raises(ConnectionClosed) as exc:
+                await asyncio.wait_for(ws.recv(), scaled(5))
+        assert exc.value.rcvd is not None
+        return exc.value.rcvd.code, exc.value.rcvd.reason
+
+    code, reason = run(scenario())
+    assert code == 1011
+    error_id = reason.split("id ")[1].rstrip(")")
+    wait_until(lambda: error_id in server.output(), timeout=5)
+    assert "RuntimeError: handler exploded" in server.output()
+
+
+def test_expired_token_closes_4401_at_exp(spawn):
+    server = spawn({"LEEWAY": "0"})
+    code, reason = run(
+        close_code(server.ws_url + "/ws", additional_headers={"Authorization": f"Bearer {token(ttl=1)}"})
+    )
+    assert code == 4401 and "expired" in reason
+
+
+def test_sigterm_drains_with_1012_and_exits(spawn):
+    server = spawn({"DRAIN_SECONDS": "1"})
+
+    async def scenario() -> list[int]:
+        headers = {"Authorization": f"Bearer {token()}"}
+        sockets = [await connect(server.ws_url + "/ws", additional_headers=headers) for _ in range(3)]
+        for ws in sockets:
+            await ws.recv()
+        server.proc.send_signal(signal.SIGTERM)
+        codes = []
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed) as exc:
+                await asyncio.wait_for(ws.recv(), scaled(10))
+            assert exc.value.rcvd is not None, "dropped without a close frame"
+            codes.append(exc.value.rcvd.code)
+        return codes
+
+    assert run(scenario()) == [1012, 1012, 1012]
+    server.wait_exit(10)
+    assert "draining 3 connection(s) with close code 1012" in server.output()
+
+
+def _failure_line(output: str) -> dict:
+    lines = [line for line in output.splitlines() if line.startswith('{"event": "startup_failed"')]
+    assert len(lines) == 1, output
+    return json.loads(lines[0])
+
+
+def test_exit_code_3_and_json_line_for_a_phase_that_raises(spawn):
+    server = spawn({"AGENTS": "nameerror"}, wait=False)
+    assert server.wait_exit(15) == 3
+    output = server.output()
+    failure = _failure_line(output)
+    assert failure["phase"] == "agents"
+    assert "NameError" in failure["error"] and "DatabaseSessionManager" in failure["error"]
+    assert "DatabaseSessionManager" in failure["hint"]
+    assert failure["where"].endswith("svc_broken_agent.py:6")
+    assert "Traceback" not in output
+
+
+def test_exit_code_3_for_a_phase_that_hangs(spawn):
+    server = spawn({"AGENTS": "hang", "AGENTS_TIMEOUT": "0.5"}, wait=False)
+    assert server.wait_exit(15) == 3
+    failure = _failure_line(server.output())
+    assert failure["phase"] == "agents" and failure["timed_out"] is True
+    assert "0.5s" in failure["error"]
+
+
+def test_exit_code_3_for_a_phase_that_blocks_the_loop(spawn):
+    server = spawn({"AGENTS": "block", "AGENTS_TIMEOUT": "0.3"}, wait=False)
+    assert server.wait_exit(15) == 3
+    failure = _failure_line(server.output())
+    assert failure["phase"] == "agents" and "blocking" in failure["error"]
+
+
+def test_missing_secret_in_staging_exits_3_naming_the_variables(spawn):
+    server = spawn({"SAFESHIP_ENV": "staging", "JWT_SECRET": ""}, wait=False)
+    assert server.wait_exit(15) == 3
+    failure = _failure_line(server.output())
+    assert failure["phase"] == "secrets"
+    assert "JWT_SECRET_STAGING" in failure["error"]
+
+
+def test_http_denials_log_no_spurious_uvicorn_error(spawn):
+    server = spawn()
+    for _ in range(3):
+        run(denied_status(server.ws_url + "/ws"))
+    wait_until(lambda: server.output().count("401") >= 3, timeout=5)
+    assert "ERROR" not in server.output()

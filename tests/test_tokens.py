@@ -1,0 +1,226 @@
+"""TokenVerifier, TokenSettings and mint: every rejection kind, with an explicit ``now``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from safeship.config import AuthConfig
+from safeship.errors import ConfigError, TokenError
+from safeship.tokens import TokenSettings, TokenVerifier, mint
+
+SECRET = "tokens-test-secret-0123456789-abcdefghijklmnop"
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def rsa_keys() -> tuple[bytes, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+def _b64(data: bytes | dict[str, Any]) -> str:
+    if isinstance(data, dict):
+        data = json.dumps(data).encode()
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _claims(**overrides: Any) -> dict[str, Any]:
+    claims = {"sub": "alice", "iat": NOW, "exp": NOW + 300}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _hs256(payload: dict[str, Any], key: bytes, header: dict[str, Any] | None = None) -> str:
+    """Sign by hand, for tokens PyJWT refuses to make (e.g. a PEM key as HMAC secret)."""
+    signing_input = f"{_b64(header or {'alg': 'HS256', 'typ': 'JWT'})}.{_b64(payload)}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def _reject(verifier: TokenVerifier, token: str, kind: str, now: float = NOW) -> TokenError:
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(token, now=now)
+    error = caught.value
+    assert error.kind == kind, error.message
+    # Messages name claims and expected values, never the token or its parts.
+    for part in [p for p in (token, *token.split(".")) if len(p) > 8]:
+        assert part not in error.message
+    return error
+
+
+def test_mint_round_trip() -> None:
+    token = mint(SECRET, "alice", ttl=60, now=NOW, issuer="iss", audience="svc", role="admin")
+    claims = TokenVerifier(SECRET, TokenSettings(issuer="iss", audience="svc")).verify(
+        token, now=NOW + 1
+    )
+    assert claims["sub"] == "alice"
+    assert claims["iat"] == NOW and claims["exp"] == NOW + 60
+    assert claims["iss"] == "iss" and claims["aud"] == "svc" and claims["role"] == "admin"
+    assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16
+    assert mint(SECRET, "alice", now=NOW) != mint(SECRET, "alice", now=NOW)  # fresh jti
+    assert "exp" not in jwt.decode(mint(SECRET, "a", exp=None), options={"verify_signature": False})
+
+
+def test_mint_uses_the_current_time_by_default() -> None:
+    claims = TokenVerifier(SECRET).verify(mint(SECRET, "alice", ttl=120))
+    assert claims["exp"] - claims["iat"] == 120
+
+
+def test_settings_from_config() -> None:
+    auth = AuthConfig(
+        algorithms=["RS256"], issuer="i", audience="a", leeway_seconds=5, max_token_bytes=100
+    )
+    settings = TokenSettings.from_config(auth)
+    assert settings == TokenSettings(
+        algorithms=("RS256",), issuer="i", audience="a", leeway=5, max_bytes=100
+    )
+    assert TokenSettings.from_config(AuthConfig()) == TokenSettings()
+
+
+@pytest.mark.parametrize("token", ["", "abc", "a.b", "a.b.c.d", "a b.c.d", "é.é.é"])
+def test_malformed_shapes(token: str) -> None:
+    _reject(TokenVerifier(SECRET), token, "malformed")
+
+
+def test_malformed_contents() -> None:
+    verifier = TokenVerifier(SECRET)
+    _reject(verifier, f"{_b64(b'not json')}.{_b64(_claims())}.sig", "malformed")
+    _reject(verifier, _hs256(_claims(), SECRET.encode(), header={"typ": "JWT"}), "malformed")
+    not_an_object = f"{_b64({'alg': 'HS256'})}.{_b64(b'[1, 2]')}"
+    signature = hmac.new(SECRET.encode(), not_an_object.encode(), hashlib.sha256).digest()
+    _reject(verifier, f"{not_an_object}.{_b64(signature)}", "malformed")
+    _reject(verifier, _hs256(_claims(exp="tomorrow"), SECRET.encode()), "malformed")
+    _reject(verifier, _hs256(_claims(sub=42), SECRET.encode()), "malformed")
+    _reject(verifier, _hs256(_claims(iat=True), SECRET.encode()), "malformed")
+
+
+def test_oversized_is_rejected_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(SECRET)
+    big = mint(SECRET, "alice", now=NOW, padding="x" * 9 * 1024)
+    assert len(big) > 8192
+
+    def must_not_parse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("parsed an oversized token")
+
+    monkeypatch.setattr(jwt, "decode", must_not_parse)
+    monkeypatch.setattr(jwt, "get_unverified_header", must_not_parse)
+    _reject(verifier, big, "oversized")
+    _reject(verifier, "!" * (9 * 1024), "oversized")  # not even JWT-shaped: size comes first
+    small = TokenVerifier(SECRET, TokenSettings(max_bytes=64))
+    _reject(small, mint(SECRET, "alice", now=NOW), "oversized")
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+def test_alg_none_is_never_accepted(alg: str) -> None:
+    token = f"{_b64({'alg': alg, 'typ': 'JWT'})}.{_b64(_claims())}."
+    error = _reject(TokenVerifier(SECRET), token, "bad_algorithm")
+    assert "none" in error.message
+
+
+def test_algorithm_outside_the_pinned_list() -> None:
+    token = jwt.encode(_claims(), SECRET * 2, algorithm="HS512")
+    error = _reject(TokenVerifier(SECRET), token, "bad_algorithm")
+    assert "'HS512'" in error.message and "HS256" in error.message
+
+
+def test_hs256_token_against_rs256_pinned_verifier(rsa_keys: tuple[bytes, bytes]) -> None:
+    private, public = rsa_keys
+    verifier = TokenVerifier(public, TokenSettings(algorithms=("RS256",)))
+    assert (
+        verifier.verify(mint(private, "alice", algorithm="RS256", now=NOW), now=NOW)["sub"]
+        == "alice"
+    )
+    # A verifier given the private key verifies with its public half.
+    from_private = TokenVerifier(private, TokenSettings(algorithms=("RS256",)))
+    assert from_private.verify(mint(private, "bob", algorithm="RS256", now=NOW), now=NOW)
+    # The classic confusion: HMAC-sign with the (public) PEM key the server verifies with.
+    forged = _hs256(_claims(), public)
+    _reject(verifier, forged, "bad_algorithm")
+
+
+def test_rs256_public_key_cannot_be_an_hmac_secret(rsa_keys: tuple[bytes, bytes]) -> None:
+    _, public = rsa_keys
+    with pytest.raises(ConfigError) as caught:
+        TokenVerifier(public, TokenSettings(algorithms=("HS256",)))
+    assert caught.value.key == "auth.algorithms"
+    with pytest.raises(ConfigError, match="mix HMAC and public-key"):
+        TokenVerifier(public, TokenSettings(algorithms=("HS256", "RS256")))
+    with pytest.raises(ConfigError):
+        TokenVerifier(SECRET, TokenSettings(algorithms=("RS256",)))  # not a public key
+    with pytest.raises(ConfigError):
+        TokenVerifier(SECRET, TokenSettings(algorithms=("none",)))
+
+
+def test_bad_signature() -> None:
+    token = mint("another-secret-0123456789-abcdefghijklmnop", "alice", now=NOW)
+    _reject(TokenVerifier(SECRET), token, "bad_signature")
+    header, _, signature = mint(SECRET, "alice", now=NOW).split(".")
+    tampered = f"{header}.{_b64(_claims(sub='mallory'))}.{signature}"
+    _reject(TokenVerifier(SECRET), tampered, "bad_signature")
+
+
+def test_expiry_honours_now_and_leeway() -> None:
+    verifier = TokenVerifier(SECRET, TokenSettings(leeway=30))
+    token = mint(SECRET, "alice", ttl=300, now=NOW)
+    exp = NOW + 300
+    assert verifier.verify(token, now=exp + 29.9)["sub"] == "alice"
+    error = _reject(verifier, token, "expired", now=exp + 30)
+    assert "'exp'" in error.message
+    strict = TokenVerifier(SECRET, TokenSettings(leeway=0))
+    assert strict.verify(token, now=exp - 0.001)
+    _reject(strict, token, "expired", now=exp)
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+def test_immature_honours_now_and_leeway(claim: str) -> None:
+    verifier = TokenVerifier(SECRET, TokenSettings(leeway=30))
+    token = _hs256(_claims(**{claim: NOW + 30, "exp": NOW + 600}), SECRET.encode())
+    assert verifier.verify(token, now=NOW)
+    error = _reject(verifier, token, "immature", now=NOW - 0.5)
+    assert repr(claim) in error.message
+
+
+def test_issuer() -> None:
+    verifier = TokenVerifier(SECRET, TokenSettings(issuer="https://auth.example"))
+    assert verifier.verify(mint(SECRET, "a", issuer="https://auth.example", now=NOW), now=NOW)
+    error = _reject(verifier, mint(SECRET, "a", issuer="https://evil", now=NOW), "bad_issuer")
+    assert "'https://auth.example'" in error.message
+    error = _reject(verifier, mint(SECRET, "a", now=NOW), "missing_claim")
+    assert "'iss'" in error.message
+
+
+def test_audience() -> None:
+    verifier = TokenVerifier(SECRET, TokenSettings(audience="agents"))
+    assert verifier.verify(mint(SECRET, "a", audience="agents", now=NOW), now=NOW)
+    assert verifier.verify(mint(SECRET, "a", now=NOW, aud=["other", "agents"]), now=NOW)
+    _reject(verifier, mint(SECRET, "a", audience="billing", now=NOW), "bad_audience")
+    _reject(verifier, mint(SECRET, "a", now=NOW), "missing_claim")
+    _reject(verifier, mint(SECRET, "a", now=NOW, aud=[1]), "malformed")
+    # RFC 7519 §4.1.3: a token meant for an audience is not for a service that has none.
+    _reject(TokenVerifier(SECRET), mint(SECRET, "a", audience="agents", now=NOW), "bad_audience")
+
+
+@pytest.mark.parametrize("claim", ["sub", "iat", "exp"])
+def test_missing_required_claims(claim: str) -> None:
+    token = _hs256(_claims(**{claim: None}), SECRET.encode())
+    error = _reject(TokenVerifier(SECRET), token, "missing_claim")
+    assert repr(claim) in error.message
+    relaxed = TokenVerifier(SECRET, TokenSettings(required_claims=()))
+    assert relaxed.verify(token, now=NOW) is not None
