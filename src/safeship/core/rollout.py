@@ -1,0 +1,656 @@
+"""The deploy rollout as a pure state machine.
+
+``pending → gating → starting → verifying → switching → watching → promoted``, with
+``failed`` (before any traffic), ``rolling_back → rolled_back`` (after the switch) and
+``paused`` (an inconclusive result: traffic stays where it is, nothing is promoted).
+
+The driver feeds one observation at a time to :func:`step` and carries out the actions of the
+returned :class:`Decision`. Each ``ProbeNew``/``ProbeLive`` action yields exactly one
+``ProbeDone``. Times are passed in (``now``, monotonic seconds); nothing here awaits or reads a
+clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import IllegalTransition
+
+if TYPE_CHECKING:
+    from ..config import DeployConfig
+
+__all__ = [
+    "TERMINAL",
+    "TRANSITIONS",
+    "Action",
+    "Begin",
+    "Cancel",
+    "Decision",
+    "DrainOld",
+    "Finish",
+    "GateOutcome",
+    "GatesDone",
+    "Observation",
+    "ProbeCategory",
+    "ProbeDone",
+    "ProbeLive",
+    "ProbeNew",
+    "Resume",
+    "RevisionFailed",
+    "RevisionStarted",
+    "RollBack",
+    "RollbackDone",
+    "RollbackFailed",
+    "Rollout",
+    "RolloutPhase",
+    "RolloutPolicy",
+    "RunGates",
+    "StartRevision",
+    "StopNew",
+    "Switch",
+    "SwitchDone",
+    "SwitchFailed",
+    "Tick",
+    "step",
+]
+
+
+class RolloutPhase(StrEnum):
+    PENDING = "pending"
+    GATING = "gating"
+    STARTING = "starting"  # new revision, no traffic
+    VERIFYING = "verifying"  # probes against the new revision's own URL
+    SWITCHING = "switching"
+    WATCHING = "watching"  # probes against the live URL, after the switch
+    PROMOTED = "promoted"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    PAUSED = "paused"
+
+
+class ProbeCategory(StrEnum):
+    """The categories of ``core.verdict`` (taken as plain values to keep the modules apart)."""
+
+    OK = "ok"
+    AUTH = "auth"
+    NOT_READY = "not_ready"
+    INTERNAL_ERROR = "internal_error"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    PROTOCOL = "protocol"
+    CHECK_FAILED = "check_failed"
+    INCONCLUSIVE = "inconclusive"
+
+
+class GateOutcome(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # skipped by --force, with a reason the driver audits
+    ERROR = "error"  # a gate could not run: inconclusive
+
+
+P = RolloutPhase
+TERMINAL = frozenset({P.PROMOTED, P.ROLLED_BACK, P.FAILED})
+TRANSITIONS: dict[RolloutPhase, frozenset[RolloutPhase]] = {
+    P.PENDING: frozenset({P.GATING, P.FAILED}),
+    P.GATING: frozenset({P.STARTING, P.FAILED, P.PAUSED}),
+    P.STARTING: frozenset({P.VERIFYING, P.FAILED}),
+    P.VERIFYING: frozenset({P.SWITCHING, P.FAILED, P.PAUSED}),
+    P.SWITCHING: frozenset({P.WATCHING, P.PROMOTED, P.ROLLING_BACK}),
+    P.WATCHING: frozenset({P.PROMOTED, P.ROLLING_BACK, P.PAUSED}),
+    P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.FAILED}),
+    P.PAUSED: frozenset({P.GATING, P.VERIFYING, P.WATCHING, P.FAILED, P.ROLLING_BACK}),
+    P.PROMOTED: frozenset(),
+    P.ROLLED_BACK: frozenset(),
+    P.FAILED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    verify_probes: int = 5
+    """N consecutive successful probes of the new revision before it gets traffic."""
+    verify_interval: float = 0.2
+    ready_timeout: float = 30.0
+    watch_seconds: float = 30.0
+    watch_interval: float = 0.5
+    failure_threshold: int = 3
+    """K consecutive failed probes after the switch roll back."""
+    inconclusive_threshold: int = 3
+    """Consecutive inconclusive probes (the probe itself could not run) that pause."""
+
+    @classmethod
+    def from_config(cls, deploy: DeployConfig, *, inconclusive_threshold: int = 3) -> RolloutPolicy:
+        return cls(
+            verify_probes=deploy.verify_probes,
+            verify_interval=deploy.verify_interval,
+            ready_timeout=deploy.ready_timeout,
+            watch_seconds=deploy.watch_seconds,
+            watch_interval=deploy.watch_interval,
+            failure_threshold=deploy.failure_threshold,
+            inconclusive_threshold=inconclusive_threshold,
+        )
+
+
+# -- observations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Begin:
+    now: float
+
+
+@dataclass(frozen=True)
+class GatesDone:
+    now: float
+    outcome: GateOutcome | str
+    failed: tuple[str, ...] = ()
+    """Names of the gates that failed (or could not run)."""
+
+
+@dataclass(frozen=True)
+class RevisionStarted:
+    now: float
+    revision: str
+
+
+@dataclass(frozen=True)
+class RevisionFailed:
+    now: float
+    revision: str | None = None
+    exit_code: int | None = None
+    phase: str | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeDone:
+    now: float
+    category: ProbeCategory | str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SwitchDone:
+    now: float
+
+
+@dataclass(frozen=True)
+class SwitchFailed:
+    now: float
+    error: str
+
+
+@dataclass(frozen=True)
+class RollbackDone:
+    now: float
+
+
+@dataclass(frozen=True)
+class RollbackFailed:
+    now: float
+    error: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    now: float
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Ctrl-C, or ``abort`` of a paused rollout: stop, leaving the previous revision serving."""
+
+    now: float
+    reason: str = "cancelled"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Continue a paused rollout where it paused, with fresh counters and deadlines."""
+
+    now: float
+
+
+Observation = (
+    Begin
+    | GatesDone
+    | RevisionStarted
+    | RevisionFailed
+    | ProbeDone
+    | SwitchDone
+    | SwitchFailed
+    | RollbackDone
+    | RollbackFailed
+    | Tick
+    | Cancel
+    | Resume
+)
+
+# -- actions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunGates:
+    pass
+
+
+@dataclass(frozen=True)
+class StartRevision:
+    pass
+
+
+@dataclass(frozen=True)
+class ProbeNew:
+    revision: str
+    after: float
+    """Seconds to wait before probing (the verify interval)."""
+
+
+@dataclass(frozen=True)
+class Switch:
+    revision: str
+
+
+@dataclass(frozen=True)
+class ProbeLive:
+    after: float
+
+
+@dataclass(frozen=True)
+class RollBack:
+    to: str | None
+    """The revision that served before; ``None`` on a first deploy: stop serving the new one."""
+
+
+@dataclass(frozen=True)
+class StopNew:
+    revision: str
+    drain: bool
+    """True when it had traffic: drain its connections before stopping it."""
+
+
+@dataclass(frozen=True)
+class DrainOld:
+    revision: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    outcome: RolloutPhase
+    reason: str
+
+
+Action = (
+    RunGates
+    | StartRevision
+    | ProbeNew
+    | Switch
+    | ProbeLive
+    | RollBack
+    | StopNew
+    | DrainOld
+    | Finish
+)
+
+
+# -- state ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rollout:
+    phase: RolloutPhase = RolloutPhase.PENDING
+    previous: str | None = None
+    """The revision serving before this deploy, if any."""
+    candidate: str | None = None
+    started_at: float | None = None
+    phase_since: float | None = None
+    verify_deadline: float | None = None
+    ready_at: float | None = None
+    """First successful probe of the candidate."""
+    switched_at: float | None = None
+    watch_until: float | None = None
+    ok_streak: int = 0
+    failure_streak: int = 0
+    failure_since: float | None = None
+    """Time of the first failure of the current failure streak."""
+    inconclusive_streak: int = 0
+    last_probe: ProbeCategory | None = None
+    last_detail: str = ""
+    detected_at: float | None = None
+    """First failure of the streak that triggered the rollback."""
+    paused_from: RolloutPhase | None = None
+    gates_skipped: bool = False
+    reason: str = ""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.phase in TERMINAL
+
+
+@dataclass(frozen=True)
+class Decision:
+    rollout: Rollout
+    actions: tuple[Action, ...]
+    reason: str
+
+    @property
+    def phase(self) -> RolloutPhase:
+        return self.rollout.phase
+
+
+def step(rollout: Rollout, obs: Observation, policy: RolloutPolicy) -> Decision:
+    """The next state and the driver's actions, given one observation.
+
+    Raises:
+        IllegalTransition: the observation makes no sense in the current phase (including any
+            observation after a terminal phase), or names an unknown category/outcome.
+    """
+    if rollout.is_terminal:
+        raise IllegalTransition(
+            f"rollout already ended ({rollout.phase}); got {type(obs).__name__}"
+        )
+    if isinstance(obs, Cancel):
+        return _cancel(rollout, obs)
+    if isinstance(obs, Tick):
+        return _tick(rollout, obs, policy)
+    handler = _HANDLERS.get((rollout.phase, type(obs)))
+    if handler is None:
+        raise IllegalTransition(f"{type(obs).__name__} is not expected while {rollout.phase}")
+    return handler(rollout, obs, policy)
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+
+def _move(r: Rollout, to: RolloutPhase, now: float, reason: str, **changes: object) -> Rollout:
+    if to not in TRANSITIONS[r.phase]:
+        raise IllegalTransition(f"rollout cannot go from {r.phase} to {to}")
+    return replace(r, phase=to, phase_since=now, reason=reason, **changes)  # type: ignore[arg-type]
+
+
+def _decide(r: Rollout, *actions: Action) -> Decision:
+    return Decision(r, actions, r.reason)
+
+
+def _finish(r: Rollout, *actions: Action) -> Decision:
+    return _decide(r, *actions, Finish(r.phase, r.reason))
+
+
+def _begin(r: Rollout, obs: Begin, policy: RolloutPolicy) -> Decision:
+    r = _move(r, P.GATING, obs.now, "running the gates", started_at=obs.now)
+    return _decide(r, RunGates())
+
+
+def _gates_done(r: Rollout, obs: GatesDone, policy: RolloutPolicy) -> Decision:
+    outcome = _enum(GateOutcome, obs.outcome, "gate outcome")
+    names = ", ".join(obs.failed) or "unnamed"
+    if outcome is GateOutcome.FAILED:
+        return _finish(_move(r, P.FAILED, obs.now, f"gates failed: {names}"))
+    if outcome is GateOutcome.ERROR:
+        reason = f"gates could not run: {names}; inconclusive, nothing was started"
+        return _finish(_move(r, P.PAUSED, obs.now, reason, paused_from=P.GATING))
+    skipped = outcome is GateOutcome.SKIPPED
+    reason = "gates skipped by --force" if skipped else "gates passed"
+    return _decide(
+        _move(r, P.STARTING, obs.now, reason, gates_skipped=skipped or r.gates_skipped),
+        StartRevision(),
+    )
+
+
+def _started(r: Rollout, obs: RevisionStarted, policy: RolloutPolicy) -> Decision:
+    r = _move(
+        r,
+        P.VERIFYING,
+        obs.now,
+        f"verifying {obs.revision} before it gets traffic",
+        candidate=obs.revision,
+        verify_deadline=obs.now + policy.ready_timeout,
+        **_FRESH,
+    )
+    return _decide(r, ProbeNew(obs.revision, after=0.0))
+
+
+def _start_failed(r: Rollout, obs: RevisionFailed, policy: RolloutPolicy) -> Decision:
+    name = obs.revision or r.candidate or "the new revision"
+    what = "failed to start" if r.phase is P.STARTING else "exited during verification"
+    where = f" in phase {obs.phase!r}" if obs.phase else ""
+    code = f" (exit code {obs.exit_code})" if obs.exit_code is not None else ""
+    error = f": {obs.error}" if obs.error else ""
+    r = _move(r, P.FAILED, obs.now, f"{name} {what}{where}{code}{error}")
+    r = replace(r, candidate=obs.revision or r.candidate)
+    stop = (StopNew(obs.revision, drain=False),) if obs.revision else ()
+    return _finish(r, *stop)
+
+
+def _verify_probe(r: Rollout, obs: ProbeDone, policy: RolloutPolicy) -> Decision:
+    candidate, deadline = r.candidate, r.verify_deadline
+    assert candidate is not None and deadline is not None
+    cat = _enum(ProbeCategory, obs.category, "probe category")
+    r = _count(r, cat, obs)
+    again = ProbeNew(candidate, policy.verify_interval)
+    if cat is ProbeCategory.INCONCLUSIVE:
+        return _maybe_pause(r, obs, policy, again)
+    if cat is ProbeCategory.OK:
+        if r.ok_streak >= policy.verify_probes:
+            reason = f"{candidate} passed {r.ok_streak} consecutive probes; switching traffic"
+            return _decide(_move(r, P.SWITCHING, obs.now, reason), Switch(candidate))
+        return _decide(r, again)
+    if cat in (ProbeCategory.AUTH, ProbeCategory.INTERNAL_ERROR):
+        # A revision that denies every handshake (a secret mismatch) or fails internally must
+        # never get traffic, however ready it claims to be.
+        reason = f"{candidate} failed verification with {cat}: {obs.detail or cat}"
+        return _fail_before_traffic(r, obs.now, reason)
+    if obs.now >= deadline:
+        return _fail_before_traffic(r, obs.now, _deadline_reason(r, policy))
+    return _decide(r, again)
+
+
+def _switch_done(r: Rollout, obs: SwitchDone, policy: RolloutPolicy) -> Decision:
+    assert r.candidate is not None
+    changes = {"switched_at": obs.now, "watch_until": obs.now + policy.watch_seconds}
+    if policy.watch_seconds <= 0:
+        r = _move(r, P.PROMOTED, obs.now, f"{r.candidate} promoted (no watch window)", **changes)
+        return _finish(r, *_drain_previous(r))
+    reason = f"watching {r.candidate} for {policy.watch_seconds:g}s"
+    r = _move(r, P.WATCHING, obs.now, reason, **changes, **_FRESH)
+    return _decide(r, ProbeLive(after=0.0))
+
+
+def _switch_failed(r: Rollout, obs: SwitchFailed, policy: RolloutPolicy) -> Decision:
+    # An unconfirmed switch may have half happened (a provider timed out): restore the
+    # previous routing explicitly rather than assume it is untouched.
+    reason = f"switch to {r.candidate} failed: {obs.error}; restoring the previous routing"
+    r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
+    return _decide(r, RollBack(r.previous))
+
+
+def _watch_probe(r: Rollout, obs: ProbeDone, policy: RolloutPolicy) -> Decision:
+    cat = _enum(ProbeCategory, obs.category, "probe category")
+    r = _count(r, cat, obs)
+    if cat is ProbeCategory.INCONCLUSIVE:
+        return _maybe_pause(r, obs, policy, ProbeLive(policy.watch_interval))
+    if cat is not ProbeCategory.OK and r.failure_streak >= policy.failure_threshold:
+        since = _since(r, r.failure_since)
+        reason = (
+            f"{r.failure_streak} consecutive failed probes after the switch "
+            f"(first{since}): {cat}: {obs.detail or cat}; rolling back"
+        )
+        r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=r.failure_since)
+        return _decide(r, RollBack(r.previous))
+    promoted = _maybe_promote(r, obs.now)
+    return promoted or _decide(r, ProbeLive(policy.watch_interval))
+
+
+def _rollback_done(r: Rollout, obs: RollbackDone, policy: RolloutPolicy) -> Decision:
+    back = f"traffic back on {r.previous}" if r.previous else "no previous revision to serve"
+    r = _move(r, P.ROLLED_BACK, obs.now, f"rolled back ({back}): {r.reason}")
+    stop = (StopNew(r.candidate, drain=True),) if r.candidate else ()
+    return _finish(r, *stop)
+
+
+def _rollback_failed(r: Rollout, obs: RollbackFailed, policy: RolloutPolicy) -> Decision:
+    return _finish(_move(r, P.FAILED, obs.now, f"rollback failed: {obs.error}; {r.reason}"))
+
+
+def _resume(r: Rollout, obs: Resume, policy: RolloutPolicy) -> Decision:
+    to = r.paused_from
+    assert to is not None
+    reason = f"resumed {to}"
+    if to is P.GATING:
+        return _decide(_move(r, to, obs.now, reason, paused_from=None), RunGates())
+    candidate = r.candidate
+    assert candidate is not None
+    fresh = _FRESH
+    if to is P.VERIFYING:
+        deadline = obs.now + policy.ready_timeout
+        r = _move(r, to, obs.now, reason, paused_from=None, verify_deadline=deadline, **fresh)
+        return _decide(r, ProbeNew(candidate, 0.0))
+    until = obs.now + policy.watch_seconds
+    r = _move(r, to, obs.now, reason, paused_from=None, watch_until=until, **fresh)
+    return _decide(r, ProbeLive(0.0))
+
+
+def _cancel(r: Rollout, obs: Cancel) -> Decision:
+    where = r.paused_from if r.phase is P.PAUSED else r.phase
+    if r.phase is P.ROLLING_BACK:
+        return Decision(r, (), f"already rolling back; {obs.reason} ignored")
+    if where in (P.SWITCHING, P.WATCHING):
+        reason = f"{obs.reason} after the switch; rolling back"
+        r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
+        return _decide(r, RollBack(r.previous))
+    return _fail_before_traffic(r, obs.now, f"{obs.reason} during {where}; no traffic was moved")
+
+
+def _tick(r: Rollout, obs: Tick, policy: RolloutPolicy) -> Decision:
+    # Past the deadline only an unbroken run of successes may still finish.
+    expired = r.verify_deadline is not None and obs.now >= r.verify_deadline
+    if r.phase is P.VERIFYING and expired and r.last_probe is not ProbeCategory.OK:
+        return _fail_before_traffic(r, obs.now, _deadline_reason(r, policy))
+    if r.phase is P.WATCHING:
+        promoted = _maybe_promote(r, obs.now)
+        if promoted:
+            return promoted
+    return Decision(r, (), r.reason)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+_FRESH: dict[str, object] = {
+    "ok_streak": 0,
+    "failure_streak": 0,
+    "failure_since": None,
+    "inconclusive_streak": 0,
+    "last_probe": None,
+    "last_detail": "",
+}
+
+
+def _count(r: Rollout, cat: ProbeCategory, obs: ProbeDone) -> Rollout:
+    if cat is ProbeCategory.INCONCLUSIVE:
+        # Says nothing about the revision: neither a success nor a failure.
+        return replace(r, inconclusive_streak=r.inconclusive_streak + 1)
+    if cat is ProbeCategory.OK:
+        ready_at = r.ready_at
+        if ready_at is None and r.phase is P.VERIFYING:
+            ready_at = obs.now
+        return replace(
+            r,
+            ok_streak=r.ok_streak + 1,
+            failure_streak=0,
+            failure_since=None,
+            inconclusive_streak=0,
+            last_probe=cat,
+            last_detail=obs.detail,
+            ready_at=ready_at,
+        )
+    return replace(
+        r,
+        ok_streak=0,
+        failure_streak=r.failure_streak + 1,
+        failure_since=r.failure_since if r.failure_streak else obs.now,
+        inconclusive_streak=0,
+        last_probe=cat,
+        last_detail=obs.detail,
+    )
+
+
+def _maybe_pause(r: Rollout, obs: ProbeDone, policy: RolloutPolicy, retry: Action) -> Decision:
+    if r.inconclusive_streak < policy.inconclusive_threshold:
+        return _decide(r, retry)
+    where = "traffic stays on the new revision" if r.phase is P.WATCHING else "no traffic moved"
+    reason = (
+        f"{r.inconclusive_streak} inconclusive probes in a row ({obs.detail or 'probe could not run'})"
+        f"; paused, {where}"
+    )
+    return _finish(_move(r, P.PAUSED, obs.now, reason, paused_from=r.phase))
+
+
+def _maybe_promote(r: Rollout, now: float) -> Decision | None:
+    # Promote only on a success once the window is over: a failure streak still under the
+    # threshold at the end of the window must resolve first, one way or the other.
+    assert r.watch_until is not None
+    if now < r.watch_until or r.last_probe is not ProbeCategory.OK:
+        return None
+    r = _move(r, P.PROMOTED, now, f"{r.candidate} promoted after a clean watch window")
+    return _finish(r, *_drain_previous(r))
+
+
+def _drain_previous(r: Rollout) -> tuple[Action, ...]:
+    if r.previous and r.previous != r.candidate:
+        return (DrainOld(r.previous),)
+    return ()
+
+
+def _fail_before_traffic(r: Rollout, now: float, reason: str) -> Decision:
+    r = _move(r, P.FAILED, now, reason)
+    stop = (StopNew(r.candidate, drain=False),) if r.candidate else ()
+    return _finish(r, *stop)
+
+
+def _deadline_reason(r: Rollout, policy: RolloutPolicy) -> str:
+    last = f" (last probe: {r.last_probe}: {r.last_detail})" if r.last_probe else ""
+    if r.ready_at is None:
+        return f"{r.candidate} never became ready within {policy.ready_timeout:g}s{last}"
+    return (
+        f"{r.candidate} did not pass {policy.verify_probes} consecutive probes within "
+        f"{policy.ready_timeout:g}s{last}"
+    )
+
+
+def _since(r: Rollout, t: float | None) -> str:
+    if t is None or r.switched_at is None:
+        return ""
+    return f" {t - r.switched_at:.1f}s after the switch"
+
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _enum(kind: type[_E], value: str, what: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(kind)
+        raise IllegalTransition(f"unknown {what} {value!r}; expected one of {known}") from None
+
+
+_HANDLERS: dict[tuple[RolloutPhase, type], Callable[[Rollout, Any, RolloutPolicy], Decision]] = {
+    (P.PENDING, Begin): _begin,
+    (P.GATING, GatesDone): _gates_done,
+    (P.STARTING, RevisionStarted): _started,
+    (P.STARTING, RevisionFailed): _start_failed,
+    (P.VERIFYING, ProbeDone): _verify_probe,
+    (P.VERIFYING, RevisionFailed): _start_failed,
+    (P.SWITCHING, SwitchDone): _switch_done,
+    (P.SWITCHING, SwitchFailed): _switch_failed,
+    (P.WATCHING, ProbeDone): _watch_probe,
+    (P.ROLLING_BACK, RollbackDone): _rollback_done,
+    (P.ROLLING_BACK, RollbackFailed): _rollback_failed,
+    (P.PAUSED, Resume): _resume,
+}
