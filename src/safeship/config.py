@@ -153,6 +153,14 @@ class DeployConfig(_Model):
     failure_threshold: int = Field(default=3, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
     probe_timeout: float = Field(default=3.0, gt=0)
+    probe_secret: str = "env"
+    """Where verification and watch probes take the secret they mint tokens from: a consumer
+    spec (``env``, ``file:PATH``, ``dir:PATH``). Point it at the clients' configuration, so a
+    revision whose secret differs from what clients sign with fails verification."""
+    probe_send: str | None = None
+    """JSON message each probe sends after connecting, e.g. ``{"type": "ping"}``."""
+    probe_expect: dict[str, Any] = Field(default_factory=dict)
+    """``PATH = VALUE`` checks on the reply to ``probe_send``, e.g. ``{type = "pong"}``."""
 
 
 class Manifest(_Model):
