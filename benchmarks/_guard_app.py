@@ -28,7 +28,11 @@ async def echo(websocket: WebSocket) -> None:
 
 def _ship(**options: object) -> Safeship:
     return Safeship(
-        manifest=Manifest(), env="test", environ={"JWT_SECRET": SECRET}, on_failure="raise", **options
+        manifest=Manifest(),
+        env="test",
+        environ={"JWT_SECRET": SECRET},
+        on_failure="raise",
+        **options,
     )
 
 

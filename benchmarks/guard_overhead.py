@@ -48,9 +48,13 @@ async def handshakes(
     return count / (time.perf_counter() - started)
 
 
-async def echo_rate(url: str, messages: int, headers: dict[str, str], connections: int = 8) -> float:
+async def echo_rate(
+    url: str, messages: int, headers: dict[str, str], connections: int = 8
+) -> float:
     """Echo round trips per second on already-open connections."""
-    sockets = [await connect(url, additional_headers=headers, compression=None) for _ in range(connections)]
+    sockets = [
+        await connect(url, additional_headers=headers, compression=None) for _ in range(connections)
+    ]
     per = messages // connections
 
     async def pump(ws) -> None:  # type: ignore[no-untyped-def]
@@ -124,7 +128,9 @@ async def measure(port: int, pid: int, secret: str, args: argparse.Namespace) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--handshakes", type=int, default=400)
     parser.add_argument("--messages", type=int, default=4000)
@@ -134,8 +140,21 @@ def main() -> int:
     secret = secrets.token_urlsafe(48)
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "_guard_app:app", "--app-dir", str(HERE),
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "_guard_app:app",
+            "--app-dir",
+            str(HERE),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
         env={**os.environ, "BENCH_SECRET": secret},
     )
     try:
@@ -149,8 +168,10 @@ def main() -> int:
     hs = result["hs"]  # type: ignore[index]
     rate = {k: v[2] / v[0] for k, v in hs.items()}  # type: ignore[union-attr]
     cpu = {k: v[1] / v[2] * 1e6 for k, v in hs.items()}  # type: ignore[union-attr]
-    print(f"handshakes: bare {rate['bare']:.0f}/s ({cpu['bare']:.0f} us server CPU each), "
-          f"guarded {rate['guarded']:.0f}/s ({cpu['guarded']:.0f} us each)")
+    print(
+        f"handshakes: bare {rate['bare']:.0f}/s ({cpu['bare']:.0f} us server CPU each), "
+        f"guarded {rate['guarded']:.0f}/s ({cpu['guarded']:.0f} us each)"
+    )
     ratio = rate["guarded"] / rate["bare"]
     cpu_ratio = cpu["bare"] / cpu["guarded"]
     echo = statistics.median(result["echo"])  # type: ignore[arg-type]
@@ -158,11 +179,15 @@ def main() -> int:
     med, p99 = statistics.median(deny), percentile(deny, 0.99)  # type: ignore[arg-type]
     verdict = lambda ok: "ok" if ok else "MISSED"  # noqa: E731
     print(f"handshakes/s   guarded/bare = {ratio:.3f}   (goal >= 0.90) {verdict(ratio >= 0.90)}")
-    print(f"  server CPU per handshake, bare/guarded = {cpu_ratio:.3f} (the same ratio, free of client noise)")
+    print(
+        f"  server CPU per handshake, bare/guarded = {cpu_ratio:.3f} (the same ratio, free of client noise)"
+    )
     print(f"echo msgs/s    guarded/bare = {echo:.3f}   (goal >= 0.97) {verdict(echo >= 0.97)}")
     ecpu = result["echo_cpu"]  # type: ignore[index]
     print(f"  server CPU per echo, bare/guarded = {ecpu['bare'] / ecpu['guarded']:.3f}")
-    print(f"deny not-ready median {med:.2f} ms, p99 {p99:.2f} ms   (goal p99 < 20 ms) {verdict(p99 < 20)}")
+    print(
+        f"deny not-ready median {med:.2f} ms, p99 {p99:.2f} ms   (goal p99 < 20 ms) {verdict(p99 < 20)}"
+    )
     return 0
 
 

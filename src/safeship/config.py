@@ -6,6 +6,7 @@ instead of a setting silently ignored.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = [
 CRITICAL_BY_DEFAULT = frozenset({"staging", "production"})
 BUILTIN_ENVIRONMENTS = ("development", "test", "staging", "production")
 Tier = Literal["breaks-startup", "breaks-on-call", "unreachable", "noise"]
+_BLOCK_DEFAULT: tuple[Tier, ...] = ("breaks-startup",)
+_BLOCK_CRITICAL_DEFAULT: tuple[Tier, ...] = ("breaks-startup", "breaks-on-call")
 
 
 class _Model(BaseModel):
@@ -122,6 +125,21 @@ class SecretConfig(_Model):
         return value
 
 
+def _json_object(value: str | None) -> str | None:
+    """A message to send must be a JSON object, so a request id can be added to it."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f'expected a JSON object, e.g. \'{{"type": "ping"}}\' ({exc})') from None
+    if not isinstance(parsed, dict):
+        raise ValueError(
+            f'expected a JSON object, e.g. \'{{"type": "ping"}}\', not a {type(parsed).__name__}'
+        )
+    return value
+
+
 class BootConfig(_Model):
     ready_timeout: float = Field(default=30.0, gt=0)
     send: str | None = None
@@ -129,10 +147,15 @@ class BootConfig(_Model):
     expect: dict[str, Any] = Field(default_factory=dict)
     step_timeout: float = Field(default=5.0, gt=0)
 
+    @field_validator("send")
+    @classmethod
+    def _send_is_object(cls, value: str | None) -> str | None:
+        return _json_object(value)
+
 
 class GatesConfig(_Model):
-    block: list[Tier] = Field(default_factory=lambda: ["breaks-startup"])
-    block_critical: list[Tier] = Field(default_factory=lambda: ["breaks-startup", "breaks-on-call"])
+    block: list[Tier] = Field(default_factory=lambda: list(_BLOCK_DEFAULT))
+    block_critical: list[Tier] = Field(default_factory=lambda: list(_BLOCK_CRITICAL_DEFAULT))
     exclude: list[str] = Field(default_factory=list)
     import_timeout: float = Field(default=20.0, gt=0)
     import_jobs: int | None = Field(default=None, ge=1)
@@ -161,6 +184,11 @@ class DeployConfig(_Model):
     """JSON message each probe sends after connecting, e.g. ``{"type": "ping"}``."""
     probe_expect: dict[str, Any] = Field(default_factory=dict)
     """``PATH = VALUE`` checks on the reply to ``probe_send``, e.g. ``{type = "pong"}``."""
+
+    @field_validator("probe_send")
+    @classmethod
+    def _send_is_object(cls, value: str | None) -> str | None:
+        return _json_object(value)
 
 
 class Manifest(_Model):

@@ -37,7 +37,9 @@ def wait_until(
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"condition not met within {scaled(timeout):.1f}s: {what or predicate}")
+            raise TimeoutError(
+                f"condition not met within {scaled(timeout):.1f}s: {what or predicate}"
+            )
         time.sleep(interval)
 
 
@@ -55,7 +57,9 @@ async def wait_until_async(
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"condition not met within {scaled(timeout):.1f}s: {what or predicate}")
+            raise TimeoutError(
+                f"condition not met within {scaled(timeout):.1f}s: {what or predicate}"
+            )
         await asyncio.sleep(interval)
 
 

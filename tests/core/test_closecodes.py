@@ -6,7 +6,13 @@ from safeship.core.closecodes import TABLE, CloseCode, DenyKind, close_meaning, 
 
 # Every row of the DESIGN.md table: kind -> (HTTP status, close code, error, extra header)
 ROWS = [
-    (DenyKind.UNAUTHENTICATED, 401, 4401, "invalid_token", (b"www-authenticate", b'Bearer error="invalid_token"')),
+    (
+        DenyKind.UNAUTHENTICATED,
+        401,
+        4401,
+        "invalid_token",
+        (b"www-authenticate", b'Bearer error="invalid_token"'),
+    ),
     (DenyKind.FORBIDDEN, 403, 4403, "forbidden", None),
     (DenyKind.TOO_MANY, 429, 4429, "too_many_connections", (b"retry-after", b"5")),
     (DenyKind.NOT_READY, 503, 1013, "not_ready", (b"retry-after", b"1")),

@@ -34,7 +34,9 @@ def test_accept():
     assert verdict == Accept(subject="alice", claims={"sub": "alice", "exp": 2000})
 
 
-@pytest.mark.parametrize("failure", ["missing", "expired", "bad_signature", "malformed", "bad_ticket"])
+@pytest.mark.parametrize(
+    "failure", ["missing", "expired", "bad_signature", "malformed", "bad_ticket"]
+)
 def test_auth_failures_are_401(failure):
     verdict = decide(Readiness.READY, AuthOutcome(failure=failure, detail=f"token {failure}"))
     assert isinstance(verdict, Deny)
@@ -75,7 +77,10 @@ def test_per_user_limit():
 
 def test_limits_below_threshold_accept():
     verdict = decide(
-        Readiness.READY, GOOD, limits=Limits(per_user=5, total=10), total_connections=9,
+        Readiness.READY,
+        GOOD,
+        limits=Limits(per_user=5, total=10),
+        total_connections=9,
         user_connections=4,
     )
     assert isinstance(verdict, Accept)

@@ -149,7 +149,11 @@ def test_hint_for_legacy_name_suggests_replacement():
 @pytest.mark.parametrize(
     ("error_type", "message", "expected"),
     [
-        ("ImportError", "cannot import name 'Old' from 'pkg.mod' (x.py)", "pkg.mod no longer defines Old"),
+        (
+            "ImportError",
+            "cannot import name 'Old' from 'pkg.mod' (x.py)",
+            "pkg.mod no longer defines Old",
+        ),
         ("ModuleNotFoundError", "No module named 'redis'", "module redis is missing"),
         ("ConnectionRefusedError", "[Errno 111] refused", "could not reach"),
         ("SecretError", "JWT secret missing", "safeship check --only secrets"),

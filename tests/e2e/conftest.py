@@ -78,8 +78,20 @@ def spawn(tmp_path: Path) -> Iterator:
         }
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir),
-                 "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level],
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    app,
+                    "--app-dir",
+                    str(app_dir),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    log_level,
+                ],
                 env=full_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

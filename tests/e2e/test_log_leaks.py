@@ -33,7 +33,9 @@ def test_no_secret_token_or_ticket_in_debug_logs(spawn):
             await ws.send(json.dumps({"type": "auth.refresh", "token": tokens[3]}))
             await ws.recv()
         encoded = base64.urlsafe_b64encode(tokens[1].encode()).decode().rstrip("=")
-        async with connect(server.ws_url + "/ws", subprotocols=["jwt-auth", f"jwt.{encoded}"]) as ws:
+        async with connect(
+            server.ws_url + "/ws", subprotocols=["jwt-auth", f"jwt.{encoded}"]
+        ) as ws:
             await ws.recv()
         async with connect(f"{server.ws_url}/ws?ticket={ticket}") as ws:
             await ws.recv()

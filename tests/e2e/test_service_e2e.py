@@ -53,7 +53,9 @@ async def close_code(url: str, **kw) -> tuple[int, str]:
 def test_header_subprotocol_and_ticket_auth(spawn):
     server = spawn()
     url = server.ws_url + "/ws"
-    assert run(hello(url, additional_headers={"Authorization": f"Bearer {token('h')}"}))["sub"] == "h"
+    assert (
+        run(hello(url, additional_headers={"Authorization": f"Bearer {token('h')}"}))["sub"] == "h"
+    )
     encoded = base64.urlsafe_b64encode(token("s").encode()).decode().rstrip("=")
     assert run(hello(url, subprotocols=["jwt-auth", f"jwt.{encoded}"]))["sub"] == "s"
     ticket = httpx.post(
@@ -67,7 +69,11 @@ def test_header_subprotocol_and_ticket_auth(spawn):
     [
         ({}, 401, 4401),
         ({"Authorization": "Bearer garbage"}, 401, 4401),
-        ({"Authorization": f"Bearer {mint('wrong-secret-wrong-secret-wrong-secret', 'x')}"}, 401, 4401),
+        (
+            {"Authorization": f"Bearer {mint('wrong-secret-wrong-secret-wrong-secret', 'x')}"},
+            401,
+            4401,
+        ),
     ],
 )
 def test_denials_by_status_and_by_close_code(spawn, headers, status, code):
@@ -99,7 +105,9 @@ def test_handler_exception_closes_1011_with_logged_error_id(spawn):
     server = spawn()
 
     async def scenario() -> tuple[int, str]:
-        async with connect(server.ws_url + "/ws", additional_headers={"Authorization": f"Bearer {token()}"}) as ws:
+        async with connect(
+            server.ws_url + "/ws", additional_headers={"Authorization": f"Bearer {token()}"}
+        ) as ws:
             await ws.recv()
             await ws.send("boom")
             with pytest.raises(ConnectionClosed) as exc:
@@ -117,7 +125,9 @@ def test_handler_exception_closes_1011_with_logged_error_id(spawn):
 def test_expired_token_closes_4401_at_exp(spawn):
     server = spawn({"LEEWAY": "0"})
     code, reason = run(
-        close_code(server.ws_url + "/ws", additional_headers={"Authorization": f"Bearer {token(ttl=1)}"})
+        close_code(
+            server.ws_url + "/ws", additional_headers={"Authorization": f"Bearer {token(ttl=1)}"}
+        )
     )
     assert code == 4401 and "expired" in reason
 
@@ -127,7 +137,9 @@ def test_sigterm_drains_with_1012_and_exits(spawn):
 
     async def scenario() -> list[int]:
         headers = {"Authorization": f"Bearer {token()}"}
-        sockets = [await connect(server.ws_url + "/ws", additional_headers=headers) for _ in range(3)]
+        sockets = [
+            await connect(server.ws_url + "/ws", additional_headers=headers) for _ in range(3)
+        ]
         for ws in sockets:
             await ws.recv()
         server.proc.send_signal(signal.SIGTERM)

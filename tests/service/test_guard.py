@@ -28,7 +28,10 @@ def subprotocol(token: str) -> str:
 
 def test_header_token_accepted_and_claims_reach_the_handler(service):
     ship, app = service
-    with TestClient(app) as client, client.websocket_connect("/ws", headers=bearer(mint(SECRET, "alice"))) as ws:
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/ws", headers=bearer(mint(SECRET, "alice"))) as ws,
+    ):
         assert ws.receive_json() == {"type": "hello", "sub": "alice"}
         ws.send_text("ping")
         assert ws.receive_text() == "ping"
@@ -38,9 +41,10 @@ def test_header_token_accepted_and_claims_reach_the_handler(service):
 def test_subprotocol_token_is_accepted_and_jwt_auth_echoed(service):
     _, app = service
     token = mint(SECRET, "bob")
-    with TestClient(app) as client, client.websocket_connect(
-        "/ws", subprotocols=["jwt-auth", subprotocol(token)]
-    ) as ws:
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/ws", subprotocols=["jwt-auth", subprotocol(token)]) as ws,
+    ):
         assert ws.accepted_subprotocol == "jwt-auth"
         assert ws.receive_json()["sub"] == "bob"
 
@@ -92,12 +96,18 @@ def test_browser_clients_get_close_codes_instead(service):
 
 
 def test_forbidden_by_authorize_hook():
-    _, app = make_app(authorize=lambda claims, scope: None if claims.get("role") == "user" else "role 'user' required")
+    _, app = make_app(
+        authorize=lambda claims, scope: (
+            None if claims.get("role") == "user" else "role 'user' required"
+        )
+    )
     with TestClient(app) as client:
         with client.websocket_connect("/ws", headers=bearer(mint(SECRET, "u", role="user"))) as ws:
             ws.receive_json()
         with pytest.raises(WebSocketDenialResponse) as denied:
-            client.websocket_connect("/ws", headers=bearer(mint(SECRET, "u", role="guest"))).__enter__()
+            client.websocket_connect(
+                "/ws", headers=bearer(mint(SECRET, "u", role="guest"))
+            ).__enter__()
     assert denied.value.status_code == 403
     assert denied.value.json() == {"error": "forbidden", "detail": "role 'user' required"}
 
@@ -118,7 +128,10 @@ def test_per_user_limit_gives_429():
 
 def test_handler_exception_closes_1011_with_error_id(service, caplog):
     _, app = service
-    with TestClient(app) as client, client.websocket_connect("/ws", headers=bearer(mint(SECRET, "f"))) as ws:
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/ws", headers=bearer(mint(SECRET, "f"))) as ws,
+    ):
         ws.receive_json()
         ws.send_text("boom")
         with caplog.at_level(logging.ERROR, logger="safeship.guard"):
@@ -132,7 +145,10 @@ def test_handler_exception_closes_1011_with_error_id(service, caplog):
 
 def test_message_too_big_closes_1009():
     _, app = make_app(max_message_bytes=64)
-    with TestClient(app) as client, client.websocket_connect("/ws", headers=bearer(mint(SECRET, "g"))) as ws:
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/ws", headers=bearer(mint(SECRET, "g"))) as ws,
+    ):
         ws.receive_json()
         ws.send_text("x" * 65)
         with pytest.raises(WebSocketDisconnect) as closed:
@@ -142,7 +158,10 @@ def test_message_too_big_closes_1009():
 
 def test_token_refresh_in_band(service):
     _, app = service
-    with TestClient(app) as client, client.websocket_connect("/ws", headers=bearer(mint(SECRET, "h"))) as ws:
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/ws", headers=bearer(mint(SECRET, "h"))) as ws,
+    ):
         ws.receive_json()
         fresh = mint(SECRET, "h", ttl=3600)
         ws.send_text(json.dumps({"type": "auth.refresh", "token": fresh}))

@@ -66,7 +66,9 @@ def test_serve_mode_keeps_serving_the_diagnosis():
         assert body["status"] == "failed" and body["phase"] == "cache"
         assert "cache exploded" in body["error"]
         with pytest.raises(WebSocketDenialResponse) as denied:
-            client.websocket_connect("/ws", headers={"authorization": f"Bearer {mint(SECRET, 'a')}"}).__enter__()
+            client.websocket_connect(
+                "/ws", headers={"authorization": f"Bearer {mint(SECRET, 'a')}"}
+            ).__enter__()
         assert denied.value.status_code == 503
         assert denied.value.headers["retry-after"] == "1"
 
@@ -83,7 +85,9 @@ def test_background_mode_answers_503_while_starting():
         assert body["status"] == "starting" and body["phase"] in ("secrets", "database")
         assert client.get("/health/startup").status_code == 503
         with pytest.raises(WebSocketDenialResponse) as denied:
-            client.websocket_connect("/ws", headers={"authorization": f"Bearer {mint(SECRET, 'a')}"}).__enter__()
+            client.websocket_connect(
+                "/ws", headers={"authorization": f"Bearer {mint(SECRET, 'a')}"}
+            ).__enter__()
         assert denied.value.status_code == 503
         client.portal.call(gate.set)
         from safeship.testing import wait_until

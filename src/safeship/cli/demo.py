@@ -46,7 +46,9 @@ def _build_app(secret: str) -> Starlette:
 
     async def echo(websocket: WebSocket) -> None:
         await websocket.accept()
-        await websocket.send_json({"type": "connection_established", "user": websocket.state.subject})
+        await websocket.send_json(
+            {"type": "connection_established", "user": websocket.state.subject}
+        )
         try:
             while True:
                 await websocket.send_text(await websocket.receive_text())
@@ -64,24 +66,36 @@ async def _handshakes(base: str, secret: str) -> list[dict[str, Any]]:
         ("valid token (header)", {"Authorization": f"Bearer {mint(secret, 'alice')}"}, None),
         ("no token", {}, None),
         ("expired token", {"Authorization": f"Bearer {mint(secret, 'bob', ttl=-120)}"}, None),
-        ("token signed with a fallback secret",
-         {"Authorization": f"Bearer {mint('fallback-secret-' + '0' * 24, 'carol')}"}, None),
-        ("expired token from a browser", {"Authorization": f"Bearer {mint(secret, 'dan', ttl=-120)}"},
-         "http://app.example"),
+        (
+            "token signed with a fallback secret",
+            {"Authorization": f"Bearer {mint('fallback-secret-' + '0' * 24, 'carol')}"},
+            None,
+        ),
+        (
+            "expired token from a browser",
+            {"Authorization": f"Bearer {mint(secret, 'dan', ttl=-120)}"},
+            "http://app.example",
+        ),
     ]
     results = []
     for label, headers, origin in cases:
         try:
-            async with connect(ws, additional_headers=headers, origin=origin, open_timeout=5) as conn:
+            async with connect(
+                ws, additional_headers=headers, origin=origin, open_timeout=5
+            ) as conn:
                 first = json.loads(await asyncio.wait_for(conn.recv(), 5))
                 results.append({"case": label, "outcome": "accepted", "detail": first})
         except InvalidStatus as exc:
             body = json.loads(exc.response.body or b"{}")
-            results.append({"case": label, "outcome": f"HTTP {exc.response.status_code}", "detail": body})
+            results.append(
+                {"case": label, "outcome": f"HTTP {exc.response.status_code}", "detail": body}
+            )
         except ConnectionClosed as exc:
             rcvd = exc.rcvd
             outcome = f"close {rcvd.code}" if rcvd else "dropped"
-            results.append({"case": label, "outcome": outcome, "detail": rcvd.reason if rcvd else ""})
+            results.append(
+                {"case": label, "outcome": outcome, "detail": rcvd.reason if rcvd else ""}
+            )
     return results
 
 
@@ -116,6 +130,8 @@ def run_demo(as_json: bool) -> int:
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def demo(json_output: bool = typer.Option(False, "--json", help="Print a JSON report.")) -> None:
+    def demo(
+        json_output: bool = typer.Option(False, "--json", help="Print a JSON report."),
+    ) -> None:
         """Start a small service built on safeship and show how it answers handshakes."""
         raise typer.Exit(run_demo(json_output))

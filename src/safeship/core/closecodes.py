@@ -56,19 +56,28 @@ class DenialSpec:
 
 TABLE: dict[DenyKind, DenialSpec] = {
     DenyKind.UNAUTHENTICATED: DenialSpec(
-        401, CloseCode.UNAUTHORIZED, "invalid_token", "get a new token, then reconnect",
+        401,
+        CloseCode.UNAUTHORIZED,
+        "invalid_token",
+        "get a new token, then reconnect",
         www_authenticate=True,
     ),
     DenyKind.FORBIDDEN: DenialSpec(403, CloseCode.FORBIDDEN, "forbidden", "do not retry"),
     DenyKind.TOO_MANY: DenialSpec(
-        429, CloseCode.TOO_MANY_CONNECTIONS, "too_many_connections", "back off, then retry",
+        429,
+        CloseCode.TOO_MANY_CONNECTIONS,
+        "too_many_connections",
+        "back off, then retry",
         retry_after=5,
     ),
     DenyKind.NOT_READY: DenialSpec(
         503, CloseCode.TRY_AGAIN_LATER, "not_ready", "retry shortly", retry_after=1
     ),
     DenyKind.DRAINING: DenialSpec(
-        503, CloseCode.SERVICE_RESTART, "draining", "reconnect (to another instance)",
+        503,
+        CloseCode.SERVICE_RESTART,
+        "draining",
+        "reconnect (to another instance)",
         retry_after=1,
     ),
     DenyKind.INTERNAL: DenialSpec(
@@ -96,7 +105,9 @@ def close_meaning(code: int) -> str:
     if code in _MEANINGS:
         return _MEANINGS[code]
     if 4000 <= code < 5000:
-        return f"application-defined (HTTP {code - 4000})" if code >= 4100 else "application-defined"
+        return (
+            f"application-defined (HTTP {code - 4000})" if code >= 4100 else "application-defined"
+        )
     return "unknown close code"
 
 

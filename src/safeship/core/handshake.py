@@ -99,9 +99,7 @@ def decide(
     if auth.forbidden is not None:
         return Deny(DenyKind.FORBIDDEN, auth.forbidden)
     if limits.per_user is not None and user_connections >= limits.per_user:
-        return Deny(
-            DenyKind.TOO_MANY, f"connection limit per user ({limits.per_user}) reached"
-        )
+        return Deny(DenyKind.TOO_MANY, f"connection limit per user ({limits.per_user}) reached")
     return Accept(subject=subject, claims=auth.claims)
 
 

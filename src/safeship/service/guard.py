@@ -42,7 +42,9 @@ logger = logging.getLogger("safeship.guard")
 # ``websocket.http.response`` denial, so it logs "ASGI callable returned without completing
 # handshake." at ERROR on every refused token (Kludex/uvicorn#3138). The connection task's
 # context outlives the app call, so a flag set while denying identifies exactly those records.
-_denied_here: contextvars.ContextVar[bool] = contextvars.ContextVar("safeship_denied", default=False)
+_denied_here: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "safeship_denied", default=False
+)
 _UVICORN_SPURIOUS = "ASGI callable returned without completing handshake."
 
 
@@ -56,9 +58,10 @@ def _install_uvicorn_filter() -> None:
     if not any(isinstance(f, _SpuriousDenialError) for f in uvicorn_error.filters):
         uvicorn_error.addFilter(_SpuriousDenialError())
 
+
 REFRESH_MESSAGE_TYPE = "auth.refresh"
 DenialMode = Literal["auto", "http", "browser"]
-Authorize = Callable[[Mapping[str, Any], Scope], "str | None | Awaitable[str | None]"]
+Authorize = Callable[[Mapping[str, Any], Scope], "str | Awaitable[str | None] | None"]
 
 
 class ClosedByGuard(OSError):
@@ -252,7 +255,9 @@ class WebSocketGuard:
                 await channel.close(CloseCode.INTERNAL_ERROR, reason)
             else:
                 channel.closed = True
-                await self._deny(scope, channel.downstream, DenyKind.INTERNAL, reason, channel.subprotocol)
+                await self._deny(
+                    scope, channel.downstream, DenyKind.INTERNAL, reason, channel.subprotocol
+                )
         except Exception as send_exc:  # the transport is gone; nothing more to tell the client
             logger.debug("could not report error %s to the client: %r", error_id, send_exc)
 
@@ -329,7 +334,11 @@ class _Channel:
                 continue
             text = message.get("text")
             # Cheap pre-check: only messages that mention the refresh type are parsed here.
-            if text is not None and REFRESH_MESSAGE_TYPE in text[:128] and await self._refresh(text):
+            if (
+                text is not None
+                and REFRESH_MESSAGE_TYPE in text[:128]
+                and await self._refresh(text)
+            ):
                 continue
             return message
 
@@ -347,7 +356,9 @@ class _Channel:
             )
             self.accepted = True
         self._count_close(code)
-        await self.downstream({"type": "websocket.close", "code": int(code), "reason": _reason(reason)})
+        await self.downstream(
+            {"type": "websocket.close", "code": int(code), "reason": _reason(reason)}
+        )
 
     def _count_close(self, code: int) -> None:
         if self.guard.metrics is not None:
@@ -386,6 +397,7 @@ class _Channel:
             return False
         verifier = self.guard.verifier
         token = data.get("token")
+        reply: dict[str, Any]
         try:
             if verifier is None or not isinstance(token, str):
                 raise TokenError("missing", "auth.refresh needs a 'token' string")

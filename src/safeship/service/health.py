@@ -125,9 +125,7 @@ class Health:
             if self.metrics is not None:
                 for name in failing:
                     self.metrics.dependency_failures.labels(name).inc()
-            required_failing = [
-                c.name for c in self.checks if c.required and c.name in failing
-            ]
+            required_failing = [c.name for c in self.checks if c.required and c.name in failing]
             if required_failing:
                 body["status"] = "unhealthy"
                 body["error"] = "dependency check failed: " + ", ".join(required_failing)

@@ -44,7 +44,9 @@ class Metrics:
             registry=self.registry,
         )
         self.ready = Gauge(
-            "ready", "1 when the service is ready for traffic.", namespace=namespace,
+            "ready",
+            "1 when the service is ready for traffic.",
+            namespace=namespace,
             registry=self.registry,
         )
         self.dependency_failures = Counter(

@@ -117,7 +117,9 @@ class Safeship:
 
     # -- phases ----------------------------------------------------------------------------
 
-    def phase(self, name: str, *, timeout: float = 10.0, critical: bool = True) -> Callable[..., Any]:
+    def phase(
+        self, name: str, *, timeout: float = 10.0, critical: bool = True
+    ) -> Callable[..., Any]:
         """Decorator: declare the next startup phase."""
         return self.startup.phase(name, timeout=timeout, critical=critical)
 

@@ -39,6 +39,10 @@ logger = logging.getLogger("safeship.startup")
 
 FailureMode = Literal["exit", "serve", "raise"]
 STARTUP_FAILURE_EXIT_CODE = 3
+# When set, each phase's start and end is appended to this file as a JSON line, so that a
+# supervisor (the boot gate, a deploy target) can tell which phase a hung process is stuck in
+# even though the server has not bound its port yet.
+EVENTS_ENV = "SAFESHIP_STARTUP_EVENTS"
 # A phase that blocks the event loop cannot be cancelled; the watchdog ends the process this
 # long after the phase's own timeout.
 _WATCHDOG_GRACE = 2.0
@@ -176,6 +180,7 @@ class Startup:
 
     async def _run_phase(self, phase: Phase) -> PhaseSpec | None:
         watchdog = self._start_watchdog(phase) if self.on_failure == "exit" else None
+        _report({"event": "phase_started", "phase": phase.name, "timeout": phase.timeout})
         try:
             await asyncio.wait_for(phase.fn(), timeout=phase.timeout)
         except TimeoutError:
@@ -199,6 +204,7 @@ class Startup:
             if watchdog is not None:
                 watchdog.cancel()
         logger.debug("phase %s ok", phase.name)
+        _report({"event": "phase_ok", "phase": phase.name})
         return self.machine.succeeded(phase.name, self.clock())
 
     def _phase_failed(
@@ -212,7 +218,9 @@ class Startup:
         where: str | None,
     ) -> PhaseSpec | None:
         if not phase.critical:
-            logger.warning("optional phase %s failed (service will be degraded): %s", phase.name, error)
+            logger.warning(
+                "optional phase %s failed (service will be degraded): %s", phase.name, error
+            )
         self.failure = {
             "event": "startup_failed",
             "phase": phase.name,
@@ -222,6 +230,7 @@ class Startup:
             "causes": causes,
             "timed_out": timed_out,
         }
+        _report({"event": "phase_failed", "phase": phase.name, "error": error})
         if not phase.critical:
             self.failure = None
         return self.machine.failed(phase.name, error, self.clock(), hint=hint, timed_out=timed_out)
@@ -230,7 +239,9 @@ class Startup:
         failure = self.failure or {}
         line = _redacted_json(failure)
         if self.on_failure == "raise":
-            raise StartupError(failure.get("phase", "?"), failure.get("error", "?"), hint=failure.get("hint"))
+            raise StartupError(
+                failure.get("phase", "?"), failure.get("error", "?"), hint=failure.get("hint")
+            )
         if self.on_failure == "serve":
             logger.error("startup failed; serving the diagnosis on /health/ready: %s", line)
             return
@@ -353,6 +364,17 @@ class Startup:
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(sig, previous)
         self._previous_handlers.clear()
+
+
+def _report(event: dict[str, Any]) -> None:
+    path = os.environ.get(EVENTS_ENV)
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as stream:
+            stream.write(_redacted_json({**event, "ts": time.time()}) + "\n")
+    except OSError as exc:  # progress reporting must never break startup
+        logger.debug("cannot write startup events to %s: %s", path, exc)
 
 
 def _call_previous(previous: Any, signum: int, frame: FrameType | None) -> None:
