@@ -74,6 +74,7 @@ class Safeship:
         background: bool = False,
         on_failure: FailureMode = "exit",
         drain_seconds: float | None = None,
+        shutdown_timeout: float = 10.0,
         checks: Sequence[DependencyCheck] = (),
         authorize: Authorize | None = None,
         mode: DenialMode = "auto",
@@ -97,6 +98,7 @@ class Safeship:
                 drain_seconds if drain_seconds is not None else self.manifest.deploy.drain_seconds
             ),
             legacy=dict(self.manifest.legacy),
+            shutdown_timeout=shutdown_timeout,
             metrics=self.metrics,
         )
         self.health = Health(self.startup, checks, metrics=self.metrics)

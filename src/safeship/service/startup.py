@@ -414,8 +414,8 @@ def _user_frame(exc: BaseException) -> str | None:
             or path.startswith((sys.prefix, sys.base_prefix))
         ):
             continue
-        if path.startswith("<"):
-            continue
+        if path.startswith("<") or not path.endswith(".py") or not os.path.isabs(path):
+            continue  # frozen modules and compiled extensions (uvloop's .pyx) are not user code
         return f"{_relative(path)}:{frame.lineno}"
     # A SyntaxError or NameError raised while importing carries its location on itself.
     filename = getattr(exc, "filename", None)

@@ -1,0 +1,5 @@
+"""An agent module that forgot ``AGENT``."""
+
+
+class Forgotten:
+    pass
