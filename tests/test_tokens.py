@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
 import jwt
@@ -224,3 +225,43 @@ def test_missing_required_claims(claim: str) -> None:
     assert repr(claim) in error.message
     relaxed = TokenVerifier(SECRET, TokenSettings(required_claims=()))
     assert relaxed.verify(token, now=NOW) is not None
+
+
+class TestVerifiedTokenCache:
+    SECRET = "cache-secret-0123456789abcdef0123456789"
+
+    def test_a_reused_token_skips_the_signature_work(self, monkeypatch):
+        verifier = TokenVerifier(self.SECRET)
+        token = mint(self.SECRET, "alice")
+        assert verifier.verify(token)["sub"] == "alice"
+        calls = []
+        monkeypatch.setattr(verifier, "_decode", lambda t: calls.append(t) or {})
+        assert verifier.verify(token)["sub"] == "alice"
+        assert calls == []
+
+    def test_time_claims_are_judged_on_every_use(self):
+        verifier = TokenVerifier(self.SECRET, TokenSettings(leeway=0))
+        now = time.time()
+        token = mint(self.SECRET, "bob", ttl=60, now=now)
+        verifier.verify(token, now=now)
+        with pytest.raises(TokenError) as exc:
+            verifier.verify(token, now=now + 120)
+        assert exc.value.kind == "expired"
+
+    def test_bounded_and_never_caches_failures(self):
+        verifier = TokenVerifier(self.SECRET, cache_size=2)
+        tokens = [mint(self.SECRET, f"u{i}") for i in range(5)]
+        for token in tokens:
+            verifier.verify(token)
+        assert len(verifier._verified) == 2
+        bad = mint("another-secret-0123456789abcdef0123456", "eve")
+        for _ in range(2):
+            with pytest.raises(TokenError):
+                verifier.verify(bad)
+        assert bad not in verifier._verified
+
+    def test_callers_cannot_poison_the_cache(self):
+        verifier = TokenVerifier(self.SECRET)
+        token = mint(self.SECRET, "carol")
+        verifier.verify(token)["sub"] = "mallory"
+        assert verifier.verify(token)["sub"] == "carol"

@@ -84,8 +84,12 @@ class TokenVerifier:
             public key given as an HMAC secret).
     """
 
-    def __init__(self, key: str | bytes, settings: TokenSettings | None = None) -> None:
+    def __init__(
+        self, key: str | bytes, settings: TokenSettings | None = None, *, cache_size: int = 1024
+    ) -> None:
         self.settings = settings or TokenSettings()
+        self.cache_size = cache_size
+        self._verified: dict[str, dict[str, Any]] = {}
         algorithms = self.settings.algorithms
         known = get_default_algorithms()
         for name in algorithms:
@@ -140,14 +144,29 @@ class TokenVerifier:
                 f"the token is longer than the {settings.max_bytes}-byte limit",
                 hint="raise [auth] max_token_bytes if such tokens are expected",
             )
-        if not _COMPACT.fullmatch(token):
-            raise TokenError(
-                "malformed", "the token is not a compact JWT (three base64url parts joined by '.')"
-            )
-        self._check_header(token)
-        claims = self._decode(token)
-        self._check_claims(claims, time.time() if now is None else now)
-        return claims
+        cached = self._verified.get(token)
+        if cached is None:
+            if not _COMPACT.fullmatch(token):
+                raise TokenError(
+                    "malformed",
+                    "the token is not a compact JWT (three base64url parts joined by '.')",
+                )
+            self._check_header(token)
+            cached = self._decode(token)
+        # Time-based claims are judged on every use, cached or not.
+        self._check_claims(cached, time.time() if now is None else now)
+        self._remember(token, cached)
+        return dict(cached)
+
+    def _remember(self, token: str, claims: dict[str, Any]) -> None:
+        """Keep the signature-verified claims of recent tokens: a client reconnecting with the
+        same token (after a drain, say) skips the signature work. Bounded, least recently
+        used first out; the key never changes for one verifier, so an entry never goes stale."""
+        verified = self._verified
+        verified.pop(token, None)
+        verified[token] = claims
+        if len(verified) > self.cache_size:
+            del verified[next(iter(verified))]
 
     def _check_header(self, token: str) -> None:
         # Only the header segment, decoded here: PyJWT's get_unverified_header() would parse
