@@ -22,7 +22,11 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def _documented_keys(section: str) -> set[str]:
     text = (DOCS / "manifest.md").read_text()
-    start = text.index(f"## `[{section}]`") if section != "gates.boot" else text.index("### `[gates.boot]`")
+    start = (
+        text.index(f"## `[{section}]`")
+        if section != "gates.boot"
+        else text.index("### `[gates.boot]`")
+    )
     body = text[start:]
     following = re.search(r"\n#{2,3} ", body[5:])
     body = body[: following.start() + 5] if following else body

@@ -21,7 +21,15 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .core.handshake import Limits
-    from .service import DependencyCheck, Health, Phase, Safeship, Startup, WebSocketGuard, ws_claims
+    from .service import (
+        DependencyCheck,
+        Health,
+        Phase,
+        Safeship,
+        Startup,
+        WebSocketGuard,
+        ws_claims,
+    )
 
 
 def __getattr__(name: str) -> Any:

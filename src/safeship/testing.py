@@ -45,11 +45,11 @@ def wait_until(
 
 async def wait_until_async(
     predicate: Callable[[], Any | Awaitable[Any]],
-    timeout: float = 5.0,
+    within: float = 5.0,
     interval: float = 0.01,
     what: str = "",
 ) -> Any:
-    deadline = time.monotonic() + scaled(timeout)
+    deadline = time.monotonic() + scaled(within)
     while True:
         value = predicate()
         if asyncio.iscoroutine(value):
@@ -58,7 +58,7 @@ async def wait_until_async(
             return value
         if time.monotonic() >= deadline:
             raise TimeoutError(
-                f"condition not met within {scaled(timeout):.1f}s: {what or predicate}"
+                f"condition not met within {scaled(within):.1f}s: {what or predicate}"
             )
         await asyncio.sleep(interval)
 

@@ -306,7 +306,7 @@ def test_cancelled_start_leaves_no_process_behind(target: LocalTarget, project: 
         task = asyncio.ensure_future(target.start(spec(project, SLOW_IMPORT="1")))
         row = await wait_until_async(
             lambda: (r := target.store.revision("r1")) is not None and r.pid is not None and r,
-            timeout=20,
+            within=20,
             what="the revision process to be spawned",
         )
         ref = procs.ProcessRef(row.pid, row.pid_start)

@@ -98,15 +98,15 @@ def test_runs_reach_every_open_connection_and_later_ones_resume(tmp_path):
             tab1.send(
                 {"type": "start_agent", "agent": "slow", "input": {"steps": 10}, "request_id": "s"}
             )
-            await wait_until_async(lambda: tab1.sent[-1].get("seq", 0) >= 3, timeout=10)
+            await wait_until_async(lambda: tab1.sent[-1].get("seq", 0) >= 3, within=10)
             run_id = tab1.sent[1]["run_id"]
             late = h.open("alice")  # opened mid-run: not sent this run until it resumes
             await wait_until_async(
-                lambda: tab1.events(run_id)[-1]["type"] == "agent_completed", timeout=10
+                lambda: tab1.events(run_id)[-1]["type"] == "agent_completed", within=10
             )
             assert late.events(run_id) == []
             late.send({"type": "resume", "run_id": run_id, "last_seq": 2, "request_id": "r"})
-            await wait_until_async(lambda: late.sent[-1]["type"] == "resumed", timeout=10)
+            await wait_until_async(lambda: late.sent[-1]["type"] == "resumed", within=10)
             assert [e["seq"] for e in tab1.events(run_id)] == list(range(1, 13))
             assert tab2.events(run_id) == tab1.events(run_id)
             assert late.events(run_id) == tab1.events(run_id)[2:]
@@ -130,14 +130,14 @@ def test_a_gap_in_live_events_is_filled_from_the_database(tmp_path):
             socket = h.open("bob")
             await wait_until_async(lambda: socket.sent)
             socket.send({"type": "resume", "run_id": run_id, "last_seq": 0})
-            await wait_until_async(lambda: socket.sent[-1]["type"] == "resumed", timeout=10)
+            await wait_until_async(lambda: socket.sent[-1]["type"] == "resumed", within=10)
             assert socket.sent[-1]["status"] == "running"
             # Events 4 and 5 never arrive live (a Redis hiccup); 6 does.
             for seq in range(4, 7):
                 await store.append(Event(run_id, seq, "agent_thinking", float(seq), {"n": seq}))
             h.services.hub.dispatch(Event(run_id, 6, "agent_thinking", 6.0, {"n": 6}, user="bob"))
             h.services.hub.dispatch(Event(run_id, 6, "agent_thinking", 6.0, {"n": 6}, user="bob"))
-            await wait_until_async(lambda: len(socket.events(run_id)) >= 6, timeout=10)
+            await wait_until_async(lambda: len(socket.events(run_id)) >= 6, within=10)
             assert [e["seq"] for e in socket.events(run_id)] == [1, 2, 3, 4, 5, 6]
         finally:
             await h.close()
@@ -153,7 +153,7 @@ def test_a_client_too_far_behind_is_closed_with_1013_to_resume(tmp_path):
             await wait_until_async(lambda: socket.sent)
             for seq in range(1, MAX_PENDING + 2):  # no await: the pump cannot keep up
                 h.services.hub.dispatch(Event("run_x", seq, "agent_thinking", 0.0, user="carol"))
-            await wait_until_async(lambda: socket.closed is not None, timeout=10)
+            await wait_until_async(lambda: socket.closed is not None, within=10)
             assert socket.closed is not None and socket.closed[0] == 1013
             assert "resume" in socket.closed[1]
         finally:

@@ -75,9 +75,8 @@ def test_ticket_is_single_use(service):
 )
 def test_bad_tokens_get_401_with_www_authenticate(service, headers, expected_detail):
     _, app = service
-    with TestClient(app) as client:
-        with pytest.raises(WebSocketDenialResponse) as denied:
-            client.websocket_connect("/ws", headers=headers).__enter__()
+    with TestClient(app) as client, pytest.raises(WebSocketDenialResponse) as denied:
+        client.websocket_connect("/ws", headers=headers).__enter__()
     response = denied.value
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
@@ -88,10 +87,12 @@ def test_bad_tokens_get_401_with_www_authenticate(service, headers, expected_det
 
 def test_browser_clients_get_close_codes_instead(service):
     _, app = service
-    with TestClient(app) as client:
-        with client.websocket_connect("/ws", headers={"origin": "http://app.example"}) as ws:
-            with pytest.raises(WebSocketDisconnect) as closed:
-                ws.receive_text()
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/ws", headers={"origin": "http://app.example"}) as ws,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        ws.receive_text()
     assert closed.value.code == 4401
 
 
@@ -134,9 +135,11 @@ def test_handler_exception_closes_1011_with_error_id(service, caplog):
     ):
         ws.receive_json()
         ws.send_text("boom")
-        with caplog.at_level(logging.ERROR, logger="safeship.guard"):
-            with pytest.raises(WebSocketDisconnect) as closed:
-                ws.receive_text()
+        with (
+            caplog.at_level(logging.ERROR, logger="safeship.guard"),
+            pytest.raises(WebSocketDisconnect) as closed,
+        ):
+            ws.receive_text()
     assert closed.value.code == 1011
     error_id = closed.value.reason.split("id ")[1].rstrip(")")
     logged = [r for r in caplog.records if error_id in r.getMessage()]

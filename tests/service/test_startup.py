@@ -79,7 +79,7 @@ def test_background_mode_answers_503_while_starting():
     async def slow() -> None:
         await gate.wait()
 
-    ship, app = make_app(phases=[("database", slow, 30.0)], background=True)
+    _ship, app = make_app(phases=[("database", slow, 30.0)], background=True)
     with TestClient(app) as client:
         body = client.get("/health/ready").json()
         assert body["status"] == "starting" and body["phase"] in ("secrets", "database")

@@ -14,7 +14,7 @@ from ._output import print_error
 try:  # typer >= 0.26 vendors its own click
     from typer._click.exceptions import ClickException as _ClickException
 except ImportError:  # pragma: no cover
-    from click import ClickException as _ClickException
+    from click import ClickException as _ClickException  # type: ignore[assignment]
 
 __all__ = ["app", "main"]
 
@@ -26,7 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
 
 
 def _version(value: bool) -> None:
@@ -47,7 +46,7 @@ def _root(
 
 
 # One line per command module; adding a command touches this tuple and its own module.
-_COMMAND_MODULES = ("demo", "probe")
+_COMMAND_MODULES = ("check", "migrate", "audit", "probe", "demo")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)

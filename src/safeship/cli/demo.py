@@ -16,6 +16,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from ..config import Manifest
 from ..service import Safeship
@@ -81,7 +82,10 @@ async def _handshakes(base: str, secret: str) -> list[dict[str, Any]]:
     for label, headers, origin in cases:
         try:
             async with connect(
-                ws, additional_headers=headers, origin=origin, open_timeout=5
+                ws,
+                additional_headers=headers,
+                origin=Origin(origin) if origin else None,
+                open_timeout=5,
             ) as conn:
                 first = json.loads(await asyncio.wait_for(conn.recv(), 5))
                 results.append({"case": label, "outcome": "accepted", "detail": first})

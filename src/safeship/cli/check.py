@@ -1,0 +1,118 @@
+"""``safeship check [PATH]``: run the pre-deploy gates and report what will break the service.
+
+Exit codes: 0 clean, 1 a finding blocks or a gate could not run, 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from ..config import current_env, load_manifest
+from ..core.policy import plan_gates
+from ..deploy.audit import AuditLog, audit_path
+from ..errors import UsageError
+from ..gates import GATES, build_context, iter_python_files, run_planned
+from ..gates.report import print_text, render_json, render_sarif
+from ._output import console, emit_json, err_console
+
+__all__ = ["register"]
+
+_FORMATS = ("text", "json", "sarif")
+
+
+def _project_root(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    root = path.expanduser().resolve()
+    if not root.exists():
+        raise UsageError(f"{path}: no such directory", hint="pass the project's directory")
+    if not root.is_dir():
+        raise UsageError(f"{path}: not a directory", hint="pass the project's directory")
+    return root
+
+
+def _require_python(root: Path) -> None:
+    if next(iter(iter_python_files(root)), None) is None:
+        raise UsageError(
+            f"{root} is not a Python project: it contains no .py files",
+            hint="pass the directory of the project to check (virtualenvs and hidden "
+            "directories are not searched)",
+        )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def check(
+        path: Path | None = typer.Argument(
+            None, help="Project directory (default: the manifest's directory, or cwd)."
+        ),
+        env: str | None = typer.Option(
+            None, "--env", help="Target environment (default: $SAFESHIP_ENV, else development)."
+        ),
+        only: list[str] | None = typer.Option(None, "--only", help="Run only this gate."),
+        skip: list[str] | None = typer.Option(None, "--skip", help="Do not run this gate."),
+        entry: list[str] | None = typer.Option(
+            None, "--entry", help="Entry module for reachability, e.g. myapp.main."
+        ),
+        baseline: Path | None = typer.Option(
+            None, "--baseline", help="Baseline file: findings in it never block."
+        ),
+        write_baseline: bool = typer.Option(
+            False, "--write-baseline", help="Record today's findings in the baseline file."
+        ),
+        output_format: str = typer.Option("text", "--format", help="text, json or sarif."),
+        json_output: bool = typer.Option(False, "--json", help="Same as --format json."),
+        force: bool = typer.Option(
+            False, "--force", help="Allow skipping gates in a critical environment."
+        ),
+        reason: str | None = typer.Option(
+            None, "--reason", help="Why gates are skipped (required with --force; audited)."
+        ),
+        verbose: bool = typer.Option(
+            False, "--verbose", "-v", help="List non-blocking findings too."
+        ),
+    ) -> None:
+        """Run the gates (static, legacy, secrets, imports, boot) and report what blocks."""
+        fmt = "json" if json_output else output_format
+        if fmt not in _FORMATS:
+            raise UsageError(f"--format {fmt!r}: expected one of {', '.join(_FORMATS)}")
+        root = _project_root(path)
+        manifest = load_manifest(start=root)
+        if root is None:
+            root = manifest.root if manifest.path else Path.cwd().resolve()
+        _require_python(root)
+        target = env.strip() if env else current_env()
+        critical = manifest.is_critical(target)  # also rejects an unknown environment
+        plan = plan_gates(target, critical, only, skip or (), force, reason, tuple(GATES))
+        if write_baseline and baseline is None and not manifest.gates.baseline:
+            raise UsageError(
+                "--write-baseline needs a baseline file",
+                hint="pass --baseline FILE, or set gates.baseline in the manifest",
+            )
+        ctx = build_context(
+            root,
+            manifest,
+            target,
+            entries=entry or (),
+            baseline_path=baseline.resolve() if baseline else None,
+            write_baseline=write_baseline,
+        )
+        for note in ctx.notes:
+            err_console.print(f"[yellow]note:[/] {escape(note)}")
+        audit = AuditLog(audit_path(manifest)) if plan.requires_audit else None
+        report = run_planned(ctx, plan, audit=audit)
+        if audit is not None:
+            err_console.print(
+                f"[yellow]warning:[/] skipped {', '.join(plan.skipped)} in critical environment "
+                f"{escape(target)}; recorded in {escape(str(audit.path))}"
+            )
+        if fmt == "json":
+            emit_json(render_json(report))
+        elif fmt == "sarif":
+            emit_json(render_sarif(report))
+        else:
+            print_text(report, console, verbose=verbose)
+        raise typer.Exit(report.exit_code)

@@ -1,0 +1,153 @@
+"""Turn import outcomes into findings of the ``imports`` gate.
+
+One broken module usually breaks every module that imports it, with the same error at the
+same line; those are reported once, at the line that raised, listing the other modules.
+"""
+
+from __future__ import annotations
+
+import linecache
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .model import Finding, Tier
+
+__all__ = ["ImportOutcome", "outcomes_to_findings"]
+
+Frame = tuple[str, int, str, str]
+
+_CHAIN_FRAMES = 6
+_HINTS = {
+    "ModuleNotFoundError": "a module it imports is missing: install the dependency or fix the import",
+    "ImportError": "a name it imports no longer exists there: fix the import",
+    "NameError": "a name evaluated at import time is not defined: restore its import or definition",
+    "AttributeError": "a member evaluated at import time does not exist: fix the reference",
+    "SyntaxError": "the file does not parse: fix the syntax error",
+}
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    module: str
+    status: str
+    """``ok``, ``error`` (raised), ``hung`` (killed at the deadline) or ``crashed`` (died)."""
+    exc_type: str | None = None
+    message: str | None = None
+    frames: tuple[Frame, ...] = ()
+    """``(file, line, function, source)``, outermost first."""
+    detail: str | None = None
+
+
+def _relative(filename: str, bases: Sequence[Path]) -> str | None:
+    path = Path(filename)
+    if not path.is_absolute() or {"site-packages", "dist-packages"} & set(path.parts):
+        return None
+    for base in bases:
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return None
+
+
+def _first_party(frames: Sequence[Frame], bases: Sequence[Path]) -> list[Frame]:
+    out = []
+    for filename, line, func, source in frames:
+        rel = _relative(filename, bases)
+        if rel is not None:
+            out.append((rel, line, func, source))
+    return out
+
+
+def _source(rel: str, line: int, bases: Sequence[Path]) -> str | None:
+    for base in bases:
+        text = linecache.getline(str(base / rel), line)
+        if text:
+            return text.strip() or None
+    return None
+
+
+def _hint(outcome: ImportOutcome, env: str) -> str:
+    if outcome.status == "hung":
+        return (
+            "module-level code blocks (network, lock, sleep, input): move it into a "
+            "startup phase or a function"
+        )
+    if outcome.status == "crashed":
+        return "the interpreter died while importing (os._exit, a signal, or a native crash)"
+    short = (outcome.exc_type or "").rsplit(".", 1)[-1]
+    specific = _HINTS.get(short)
+    repro = f"reproduce with: SAFESHIP_ENV={env} python -c 'import {outcome.module}'"
+    return f"{specific}; {repro}" if specific else repro
+
+
+def _message(outcome: ImportOutcome, redact: Callable[[str], str]) -> str:
+    if outcome.status == "error":
+        return redact(f"importing {outcome.module} failed: {outcome.exc_type}: {outcome.message}")
+    if outcome.status == "hung":
+        return f"{outcome.module} hung while importing ({outcome.detail})"
+    return redact(f"importing {outcome.module} crashed: {outcome.detail}")
+
+
+def outcomes_to_findings(
+    outcomes: Sequence[ImportOutcome],
+    files: Mapping[str, Path],
+    *,
+    root: Path,
+    import_root: Path,
+    env: str,
+    redact: Callable[[str], str] = lambda text: text,
+) -> list[Finding]:
+    """One blocking finding per distinct failure, located at its last first-party frame."""
+    bases = [root.resolve(), import_root.resolve()]
+    groups: dict[tuple[object, ...], list[tuple[ImportOutcome, list[Frame]]]] = {}
+    for outcome in outcomes:
+        if outcome.status == "ok":
+            continue
+        own = _first_party(outcome.frames, bases)
+        loc = own[-1][:2] if own else None
+        key: tuple[object, ...] = (outcome.status, outcome.exc_type, outcome.message, loc)
+        if loc is None:
+            key = (*key, outcome.module)
+        groups.setdefault(key, []).append((outcome, own))
+    findings = []
+    for members in groups.values():
+        home = None
+        for outcome, own in members:
+            module_file = _relative(str(files.get(outcome.module, "")), bases)
+            if own and module_file == own[-1][0]:
+                home = (outcome, own)
+                break
+        outcome, own = home or members[0]
+        module_path = _relative(str(files.get(outcome.module, "")), bases)
+        last = own[-1] if own else None
+        others = sorted(o.module for o, _ in members if o.module != outcome.module)
+        message = _message(outcome, redact)
+        if others:
+            shown = ", ".join(others[:5]) + (
+                f" and {len(others) - 5} more" if len(others) > 5 else ""
+            )
+            message += f" (also breaks the import of {shown})"
+        findings.append(
+            Finding(
+                gate="imports",
+                rule=f"import-{outcome.status}",
+                message=message,
+                tier=Tier.ERROR,
+                path=last[0] if last else module_path,
+                line=last[1] if last else None,
+                source_line=(last[3] or _source(last[0], last[1], bases)) if last else None,
+                hint=_hint(outcome, env),
+                chain=tuple(f"{f}:{n} in {fn}" for f, n, fn, _ in own[-_CHAIN_FRAMES:]),
+                symbol=outcome.module,
+                scope=last[2] if last and last[2] != "<module>" else None,
+                blocking=True,
+                extra={
+                    "module": outcome.module,
+                    "status": outcome.status,
+                    "exception": outcome.exc_type,
+                    "modules": sorted(o.module for o, _ in members),
+                },
+            )
+        )
+    findings.sort(key=lambda f: (f.path or "", f.line or 0, f.message))
+    return findings
