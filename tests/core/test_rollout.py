@@ -38,6 +38,8 @@ from safeship.core.rollout import (
     SwitchDone,
     SwitchFailed,
     Tick,
+    gates_outcome,
+    preflight,
     step,
 )
 from safeship.errors import IllegalTransition
@@ -547,3 +549,47 @@ def test_categories_match_the_verdict_module() -> None:
     # The rollout takes categories as plain values; this keeps the two vocabularies in step.
     verdict = pytest.importorskip("safeship.core.verdict")
     assert {str(c) for c in verdict.Category} == {str(c) for c in ProbeCategory}
+
+
+# -- before the rollout: pre-deploy health and the gates' outcome ----------------------------
+
+
+def test_preflight_first_deploy_proceeds() -> None:
+    answer = preflight(None, None, force=False)
+    assert answer.proceed and not answer.forced
+
+
+def test_preflight_healthy_current_revision_proceeds() -> None:
+    answer = preflight("r3", "ok", force=False)
+    assert answer.proceed and not answer.forced
+
+
+@pytest.mark.parametrize("health", ["not_ready", "internal_error", "unreachable", None])
+def test_preflight_unhealthy_current_revision_needs_force(health: str | None) -> None:
+    blocked = preflight("r3", health, force=False)
+    assert not blocked.proceed and "r3" in blocked.reason
+    forced = preflight("r3", health, force=True)
+    assert forced.proceed and forced.forced
+
+
+def test_preflight_unknown_category_is_a_programming_error() -> None:
+    with pytest.raises(IllegalTransition):
+        preflight("r3", "nonsense", force=True)
+
+
+@pytest.mark.parametrize(
+    ("statuses", "skipped", "expected"),
+    [
+        ({"static": "passed", "secrets": "passed"}, (), (GateOutcome.PASSED, ())),
+        ({"static": "passed"}, ("legacy",), (GateOutcome.SKIPPED, ())),
+        ({"static": "failed", "secrets": "error"}, (), (GateOutcome.FAILED, ("static",))),
+        ({"static": "passed", "secrets": "error"}, ("legacy",), (GateOutcome.ERROR, ("secrets",))),
+        ({}, (), (GateOutcome.PASSED, ())),
+    ],
+)
+def test_gates_outcome(
+    statuses: dict[str, str],
+    skipped: tuple[str, ...],
+    expected: tuple[GateOutcome, tuple[str, ...]],
+) -> None:
+    assert gates_outcome(statuses, skipped) == expected

@@ -46,7 +46,7 @@ def _root(
 
 
 # One line per command module; adding a command touches this tuple and its own module.
-_COMMAND_MODULES = ("check", "migrate", "audit", "probe", "demo")
+_COMMAND_MODULES = ("demo", "probe", "check", "migrate", "audit", "deploy")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)

@@ -7,17 +7,45 @@
 The driver feeds one observation at a time to :func:`step` and carries out the actions of the
 returned :class:`Decision`. Each ``ProbeNew``/``ProbeLive`` action yields exactly one
 ``ProbeDone``. Times are passed in (``now``, monotonic seconds); nothing here awaits or reads a
-clock.
+clock. The observation and action classes live in :mod:`.rollout_events` and are re-exported
+here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import IllegalTransition
+from .rollout_events import (
+    Action,
+    Begin,
+    Cancel,
+    DrainOld,
+    Finish,
+    GateOutcome,
+    GatesDone,
+    Observation,
+    ProbeCategory,
+    ProbeDone,
+    ProbeLive,
+    ProbeNew,
+    Resume,
+    RevisionFailed,
+    RevisionStarted,
+    RollBack,
+    RollbackDone,
+    RollbackFailed,
+    RunGates,
+    StartRevision,
+    StopNew,
+    Switch,
+    SwitchDone,
+    SwitchFailed,
+    Tick,
+)
 
 if TYPE_CHECKING:
     from ..config import DeployConfig
@@ -34,6 +62,7 @@ __all__ = [
     "GateOutcome",
     "GatesDone",
     "Observation",
+    "Preflight",
     "ProbeCategory",
     "ProbeDone",
     "ProbeLive",
@@ -54,6 +83,8 @@ __all__ = [
     "SwitchDone",
     "SwitchFailed",
     "Tick",
+    "gates_outcome",
+    "preflight",
     "step",
 ]
 
@@ -70,27 +101,6 @@ class RolloutPhase(StrEnum):
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"
     PAUSED = "paused"
-
-
-class ProbeCategory(StrEnum):
-    """The categories of ``core.verdict`` (taken as plain values to keep the modules apart)."""
-
-    OK = "ok"
-    AUTH = "auth"
-    NOT_READY = "not_ready"
-    INTERNAL_ERROR = "internal_error"
-    UNREACHABLE = "unreachable"
-    TIMEOUT = "timeout"
-    PROTOCOL = "protocol"
-    CHECK_FAILED = "check_failed"
-    INCONCLUSIVE = "inconclusive"
-
-
-class GateOutcome(StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # skipped by --force, with a reason the driver audits
-    ERROR = "error"  # a gate could not run: inconclusive
 
 
 P = RolloutPhase
@@ -134,168 +144,6 @@ class RolloutPolicy:
             failure_threshold=deploy.failure_threshold,
             inconclusive_threshold=inconclusive_threshold,
         )
-
-
-# -- observations ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Begin:
-    now: float
-
-
-@dataclass(frozen=True)
-class GatesDone:
-    now: float
-    outcome: GateOutcome | str
-    failed: tuple[str, ...] = ()
-    """Names of the gates that failed (or could not run)."""
-
-
-@dataclass(frozen=True)
-class RevisionStarted:
-    now: float
-    revision: str
-
-
-@dataclass(frozen=True)
-class RevisionFailed:
-    now: float
-    revision: str | None = None
-    exit_code: int | None = None
-    phase: str | None = None
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class ProbeDone:
-    now: float
-    category: ProbeCategory | str
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class SwitchDone:
-    now: float
-
-
-@dataclass(frozen=True)
-class SwitchFailed:
-    now: float
-    error: str
-
-
-@dataclass(frozen=True)
-class RollbackDone:
-    now: float
-
-
-@dataclass(frozen=True)
-class RollbackFailed:
-    now: float
-    error: str
-
-
-@dataclass(frozen=True)
-class Tick:
-    now: float
-
-
-@dataclass(frozen=True)
-class Cancel:
-    """Ctrl-C, or ``abort`` of a paused rollout: stop, leaving the previous revision serving."""
-
-    now: float
-    reason: str = "cancelled"
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Continue a paused rollout where it paused, with fresh counters and deadlines."""
-
-    now: float
-
-
-Observation = (
-    Begin
-    | GatesDone
-    | RevisionStarted
-    | RevisionFailed
-    | ProbeDone
-    | SwitchDone
-    | SwitchFailed
-    | RollbackDone
-    | RollbackFailed
-    | Tick
-    | Cancel
-    | Resume
-)
-
-# -- actions --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunGates:
-    pass
-
-
-@dataclass(frozen=True)
-class StartRevision:
-    pass
-
-
-@dataclass(frozen=True)
-class ProbeNew:
-    revision: str
-    after: float
-    """Seconds to wait before probing (the verify interval)."""
-
-
-@dataclass(frozen=True)
-class Switch:
-    revision: str
-
-
-@dataclass(frozen=True)
-class ProbeLive:
-    after: float
-
-
-@dataclass(frozen=True)
-class RollBack:
-    to: str | None
-    """The revision that served before; ``None`` on a first deploy: stop serving the new one."""
-
-
-@dataclass(frozen=True)
-class StopNew:
-    revision: str
-    drain: bool
-    """True when it had traffic: drain its connections before stopping it."""
-
-
-@dataclass(frozen=True)
-class DrainOld:
-    revision: str
-
-
-@dataclass(frozen=True)
-class Finish:
-    outcome: RolloutPhase
-    reason: str
-
-
-Action = (
-    RunGates
-    | StartRevision
-    | ProbeNew
-    | Switch
-    | ProbeLive
-    | RollBack
-    | StopNew
-    | DrainOld
-    | Finish
-)
 
 
 # -- state ----------------------------------------------------------------------------------
@@ -362,6 +210,60 @@ def step(rollout: Rollout, obs: Observation, policy: RolloutPolicy) -> Decision:
     if handler is None:
         raise IllegalTransition(f"{type(obs).__name__} is not expected while {rollout.phase}")
     return handler(rollout, obs, policy)
+
+
+# -- before the rollout ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preflight:
+    proceed: bool
+    forced: bool
+    """True when the deploy goes ahead only because of ``--force`` (the driver audits it)."""
+    reason: str
+
+
+def preflight(serving: str | None, health: ProbeCategory | str | None, *, force: bool) -> Preflight:
+    """Whether a deploy may start, given the health of the revision serving now.
+
+    A deploy next to an unhealthy revision cannot tell its own failures from the old ones, and
+    a rollback would return traffic to something broken: it needs ``--force``.
+
+    Args:
+        serving: the revision that serves now; ``None`` on a first deploy.
+        health: the category of its readiness probe through the live URL.
+        force: ``--force`` was given (with a reason, checked by the caller).
+    """
+    if serving is None:
+        return Preflight(True, False, "nothing serves yet: first deploy")
+    category = _enum(ProbeCategory, health or ProbeCategory.INCONCLUSIVE, "probe category")
+    if category is ProbeCategory.OK:
+        return Preflight(True, False, f"{serving} serves and is ready")
+    if force:
+        return Preflight(
+            True, True, f"{serving} serves but is not healthy ({category}); deploying with --force"
+        )
+    return Preflight(
+        False,
+        False,
+        f"{serving} serves but is not healthy ({category}); a deploy now could not tell its own "
+        "failures from the current ones, and a rollback would return traffic to it",
+    )
+
+
+def gates_outcome(
+    statuses: Mapping[str, str], skipped: Sequence[str] = ()
+) -> tuple[GateOutcome, tuple[str, ...]]:
+    """The ``GatesDone`` outcome of a gate run: ``failed`` if a gate found something that
+    blocks, else ``error`` if one could not run, else ``skipped`` if any was skipped, else
+    ``passed``; with the names of the gates that failed (or could not run)."""
+    failed = tuple(name for name, status in statuses.items() if status == "failed")
+    if failed:
+        return GateOutcome.FAILED, failed
+    errors = tuple(name for name, status in statuses.items() if status == "error")
+    if errors:
+        return GateOutcome.ERROR, errors
+    return (GateOutcome.SKIPPED if skipped else GateOutcome.PASSED), ()
 
 
 # -- handlers -------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""``safeship deploy``, ``rollback``, ``status``, ``history`` and ``down``.
+
+Exit codes: 0 the new revision serves (``deploy``), traffic is back (``rollback``), all is
+well (``status``); 1 blocked, failed verification, rolled back, paused, or (``status``) the
+serving revision is not ready; 2 usage, config or target error; 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from ..config import current_env, load_manifest
+from ..deploy.operations import deploy as run_deploy
+from ..deploy.operations import down as run_down
+from ..deploy.operations import history as run_history
+from ..deploy.operations import rollback as run_rollback
+from ..deploy.operations import status as run_status
+from ..deploy.pipeline import DeployRequest, DeployResult
+from ..deploy.render import DeployProgress, render_down, render_history, render_status
+from ._output import console, emit_json
+
+__all__ = ["register"]
+
+
+def _finish(result: DeployResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.record)
+    raise typer.Exit(result.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def deploy(
+        env: str | None = typer.Option(
+            None,
+            "--env",
+            help="Environment to deploy to (default: $SAFESHIP_ENV, else development).",
+        ),
+        target: str | None = typer.Option(
+            None, "--target", help="Where revisions run (default: [deploy] target, else local)."
+        ),
+        source: Path | None = typer.Option(
+            None,
+            "--source",
+            help="Project directory to deploy (default: the manifest's directory).",
+        ),
+        image: str | None = typer.Option(
+            None, "--image", help="A prebuilt image (targets that run images; not local)."
+        ),
+        skip: list[str] = typer.Option(
+            [], "--skip", help="Skip this gate (static, legacy, secrets). Repeatable; audited."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Deploy despite an unhealthy current revision or skipped gates."
+        ),
+        reason: str | None = typer.Option(
+            None, "--reason", help="Why --force: required with it, written to the audit log."
+        ),
+        json_output: bool = typer.Option(False, "--json", help="Print the deploy record as JSON."),
+    ) -> None:
+        """Gates, start with no traffic, verify, switch, watch, promote or roll back, drain."""
+        manifest = load_manifest()
+        request = DeployRequest(
+            env=env or current_env(),
+            source=source if source is not None else manifest.root,
+            skip=tuple(skip),
+            force=force,
+            reason=reason,
+        )
+        progress = None if json_output else DeployProgress(console)
+        result = asyncio.run(
+            run_deploy(manifest, request, target_name=target, image=image, on_event=progress)
+        )
+        _finish(result, json_output)
+
+    @app.command()
+    def rollback(
+        json_output: bool = typer.Option(
+            False, "--json", help="Print the rollback record as JSON."
+        ),
+    ) -> None:
+        """Send traffic back to the previous good revision (at once when it still runs)."""
+        manifest = load_manifest()
+        progress = None if json_output else DeployProgress(console)
+        _finish(asyncio.run(run_rollback(manifest, on_event=progress)), json_output)
+
+    @app.command()
+    def status(
+        json_output: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+    ) -> None:
+        """The revisions, which one serves, and whether it is ready."""
+        data = asyncio.run(run_status(load_manifest()))
+        if json_output:
+            emit_json(data)
+        else:
+            render_status(data, console)
+        raise typer.Exit(0 if data["ok"] else 1)
+
+    @app.command()
+    def history(
+        last: int | None = typer.Option(None, "--last", min=1, help="Only the N most recent."),
+        json_output: bool = typer.Option(
+            False, "--json", help="Print the deploys (with their full records) as JSON."
+        ),
+    ) -> None:
+        """Past deploys and rollbacks, most recent first."""
+        rows = asyncio.run(run_history(load_manifest(), last))
+        if json_output:
+            emit_json(rows)
+        else:
+            render_history(rows, console)
+
+    @app.command()
+    def down(
+        json_output: bool = typer.Option(False, "--json", help="Print what was stopped as JSON."),
+    ) -> None:
+        """Stop the front and every revision of the local target."""
+        done = asyncio.run(run_down(load_manifest()))
+        if json_output:
+            emit_json({"ok": True, "done": done})
+        else:
+            render_down(done, console)
