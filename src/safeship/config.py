@@ -175,6 +175,9 @@ class DeployConfig(_Model):
     watch_interval: float = Field(default=0.5, gt=0)
     failure_threshold: int = Field(default=3, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
+    stop_grace_seconds: float = Field(default=10.0, ge=0)
+    """How long a revision may take to finish its shutdown after the drain window (in-flight
+    work, shutdown hooks) before it is killed."""
     probe_timeout: float = Field(default=3.0, gt=0)
     probe_secret: str = "env"
     """Where verification and watch probes take the secret they mint tokens from: a consumer

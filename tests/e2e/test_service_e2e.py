@@ -203,3 +203,20 @@ def test_http_denials_log_no_spurious_uvicorn_error(spawn):
         run(denied_status(server.ws_url + "/ws"))
     wait_until(lambda: server.output().count("401") >= 3, timeout=5)
     assert "ERROR" not in server.output()
+
+
+def test_sigterm_during_a_slow_phase_stops_at_once(spawn, tmp_path):
+    events = tmp_path / "startup-events.jsonl"
+    server = spawn(
+        {"AGENTS": "slow", "SLOW_SECONDS": "120", "AGENTS_TIMEOUT": "300",
+         "SAFESHIP_STARTUP_EVENTS": str(events)},
+        wait=False,
+    )  # fmt: skip
+    wait_until(
+        lambda: events.exists() and '"phase_started", "phase": "agents"' in events.read_text(),
+        timeout=15,
+        what="phase agents to start",
+    )
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_exit(10)  # not the phase's 120 s
+    assert "phase agents cancelled: the service is stopping" in server.output()

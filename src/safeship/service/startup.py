@@ -100,6 +100,7 @@ class Startup:
         self._shutdown_hooks: list[Callable[[], Awaitable[Any]]] = []
         self._task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._phase_task: asyncio.Future[Any] | None = None
         self._previous_handlers: dict[int, Any] = {}
         self.failure: dict[str, Any] | None = None
 
@@ -181,13 +182,17 @@ class Startup:
     async def _run_phase(self, phase: Phase) -> PhaseSpec | None:
         watchdog = self._start_watchdog(phase) if self.on_failure == "exit" else None
         _report({"event": "phase_started", "phase": phase.name, "timeout": phase.timeout})
+        self._phase_task = asyncio.ensure_future(phase.fn())
         try:
-            await asyncio.wait_for(phase.fn(), timeout=phase.timeout)
+            await asyncio.wait_for(self._phase_task, timeout=phase.timeout)
         except TimeoutError:
             error = f"phase {phase.name!r} did not finish within its timeout of {phase.timeout:g}s"
             hint = hint_for("TimeoutError", error, phase=phase.name, timeout=phase.timeout)
             return self._phase_failed(phase, error, hint, timed_out=True, causes=[], where=None)
         except asyncio.CancelledError:
+            if self.machine.state is ServiceState.DRAINING:
+                logger.info("phase %s cancelled: the service is stopping", phase.name)
+                return None
             raise
         except Exception as exc:
             chain = _exception_chain(exc)
@@ -297,6 +302,9 @@ class Startup:
             self.metrics.ready.set(0)
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        # A stop request during startup must not wait for the running phase to time out.
+        if self._phase_task is not None and not self._phase_task.done():
+            self._phase_task.cancel()
         await self.connections.close_all(
             CloseCode.SERVICE_RESTART,
             "service restart: reconnect",

@@ -66,6 +66,7 @@ class LocalTarget:
             port=deploy.port,
             host=deploy.host,
             start_timeout=deploy.ready_timeout,
+            stop_grace=deploy.stop_grace_seconds,
         )
 
     @property
