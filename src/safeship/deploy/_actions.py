@@ -62,6 +62,20 @@ def gate_summary(result: GateResult) -> dict[str, Any]:
             f"{f.path or '?'}:{f.line or 0}: {f.rule}: {f.message}"
             for f in sorted(blocking, key=lambda f: (f.path or "", f.line or 0))[:5]
         ],
+        # The same five as data, with the fix: what a deploy report shows the user.
+        "blocking_findings": [
+            {
+                "path": f.path,
+                "line": f.line,
+                "rule": f.rule,
+                "tier": str(f.tier),
+                "message": f.message,
+                "hint": f.hint,
+                "chain": list(f.chain),
+                "source_line": f.source_line,
+            }
+            for f in sorted(blocking, key=lambda f: (f.path or "", f.line or 0))[:5]
+        ],
     }
 
 

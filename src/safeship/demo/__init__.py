@@ -1,0 +1,1 @@
+"""``safeship demo``: the staging incident replayed on the local target, and prevented."""
