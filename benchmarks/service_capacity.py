@@ -169,7 +169,7 @@ async def deliver(
 
     await asyncio.gather(*(drive(c) for c in drivers))
     with contextlib.suppress(TimeoutError):
-        await wait_until_async(lambda: received.events >= expected, timeout=60, interval=0.005)
+        await wait_until_async(lambda: received.events >= expected, within=60, interval=0.005)
     elapsed = time.perf_counter() - started
     for c in receivers + drivers:
         await c.close()

@@ -153,7 +153,7 @@ def test_resume_after_a_drop_mid_run_gets_every_event_once_in_order(agent_server
     async def scenario() -> None:
         async with client(agent_server, "dropper") as c:
             run_id = await c.start("slow", {"steps": 20, "delay": 0.05})
-            await wait_until_async(lambda: c.runs[run_id].result.last_seq >= 4, timeout=10)
+            await wait_until_async(lambda: c.runs[run_id].result.last_seq >= 4, within=10)
             c.drop()  # no close frame: the client sees 1006, reconnects, resumes
             result = await c.wait(run_id, within=scaled(20))
             assert result.status == "completed"
@@ -208,7 +208,7 @@ def test_every_connection_of_a_user_receives_a_new_run(agent_server):  # noqa: F
             run_id = await tab1.start("wordcount", "a b c")
             result1 = await tab1.wait(run_id)
             await wait_until_async(
-                lambda: run_id in tab2.runs and tab2.runs[run_id].done.done(), timeout=10
+                lambda: run_id in tab2.runs and tab2.runs[run_id].done.done(), within=10
             )
             result2 = tab2.runs[run_id].done.result()
             assert result1.types == result2.types == FIVE

@@ -52,7 +52,7 @@ def test_resume_on_another_instance_after_the_run_finished_and_while_it_runs(age
         # Still running on A: B replays what is stored, then tails the rest as A writes it.
         async with client(a, "mover") as on_a:
             slow = await on_a.start("slow", {"steps": 15, "delay": 0.05})
-            await wait_until_async(lambda: on_a.runs[slow].result.last_seq >= 3, timeout=10)
+            await wait_until_async(lambda: on_a.runs[slow].result.last_seq >= 3, within=10)
             last_seen = on_a.runs[slow].result.last_seq
         async with client(b, "mover") as on_b:
             reply = await on_b.resume(slow, last_seen)
@@ -75,7 +75,7 @@ def test_a_drain_mid_run_loses_nothing_for_a_client_that_moves_to_another_instan
         c = client(lambda: target[0].ws_url + "/ws", "drained", max_attempts=20)
         async with c:
             run_id = await c.start("slow", {"steps": 30, "delay": 0.05})
-            await wait_until_async(lambda: c.runs[run_id].result.last_seq >= 5, timeout=10)
+            await wait_until_async(lambda: c.runs[run_id].result.last_seq >= 5, within=10)
             target[0] = b
             a.proc.terminate()  # SIGTERM: 1012 to every WebSocket, then runs get their grace
             result = await c.wait(run_id, within=scaled(20))

@@ -31,7 +31,7 @@ def test_runs_events_and_resume_on_postgresql(agent_services):  # noqa: F811
             counted = await c.run("wordcount", "postgres keeps every event")
             assert counted.types == FIVE
             run_id = await c.start("slow", {"steps": 12, "delay": 0.05})
-            await wait_until_async(lambda: c.runs[run_id].result.last_seq >= 3, timeout=10)
+            await wait_until_async(lambda: c.runs[run_id].result.last_seq >= 3, within=10)
             c.drop()
             result = await c.wait(run_id, within=scaled(15))
             assert [e["seq"] for e in result.events] == list(range(1, 15))

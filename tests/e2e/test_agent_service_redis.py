@@ -37,7 +37,7 @@ def test_a_run_on_instance_a_reaches_the_users_connection_on_instance_b(agent_se
             run_id = await on_a.start("slow", {"steps": 20, "delay": 0.01})
             mine = await on_a.wait(run_id)
             await wait_until_async(
-                lambda: run_id in on_b.runs and on_b.runs[run_id].done.done(), timeout=10
+                lambda: run_id in on_b.runs and on_b.runs[run_id].done.done(), within=10
             )
             theirs = on_b.runs[run_id].done.result()
             assert (
@@ -50,7 +50,7 @@ def test_a_run_on_instance_a_reaches_the_users_connection_on_instance_b(agent_se
 
             # A user_message sent through B reaches the run on A (a command over Redis).
             chat = await on_a.start("echo", {"text": "hi", "turns": 1})
-            await wait_until_async(lambda: chat in on_b.runs, timeout=10)
+            await wait_until_async(lambda: chat in on_b.runs, within=10)
             await on_b.send_message(chat, "from b")
             result = await on_a.wait(chat)
             assert result.types[2:] == ["user_message", "agent_thinking", "agent_completed"]
@@ -76,7 +76,7 @@ def test_redis_going_away_mid_run_loses_nothing_and_is_logged_once(agent_service
                 run_id = await on_a.start("slow", {"steps": 40, "delay": 0.03})
                 await wait_until_async(
                     lambda: on_b.runs.get(run_id) and on_b.runs[run_id].result.last_seq >= 3,
-                    timeout=10,
+                    within=10,
                 )
                 await asyncio.to_thread(redis.stop)
                 local = await on_a.wait(run_id, within=scaled(15))

@@ -50,13 +50,13 @@ def test_events_reach_the_other_instance_in_order_and_never_come_back():
         try:
             for seq in range(1, 51):
                 a.publish(event(seq))
-            await wait_until_async(lambda: len(got_b.events) == 50, timeout=10)
+            await wait_until_async(lambda: len(got_b.events) == 50, within=10)
             assert [e.seq for e in got_b.events] == list(range(1, 51))
             assert got_b.events[0] == event(1)
             assert got_a.events == []
             command = {"type": "user_message", "run_id": "run_1", "user": "alice", "text": "hi"}
             assert b.forward(command) is True
-            await wait_until_async(lambda: got_a.commands == [command], timeout=10)
+            await wait_until_async(lambda: got_a.commands == [command], within=10)
             assert got_b.commands == []
             assert a.status() == {"broker": "redis", "redis": "127.0.0.1:6379", "up": True}
         finally:
@@ -107,19 +107,19 @@ def test_an_outage_is_logged_once_counted_and_publishing_resumes(caplog):
             )
             try:
                 a.publish(event(1))
-                await wait_until_async(lambda: len(got_b.events) == 1, timeout=10)
+                await wait_until_async(lambda: len(got_b.events) == 1, within=10)
                 assert value("up") == 1
 
                 await asyncio.to_thread(server.stop)
                 for seq in range(2, 22):
                     a.publish(event(seq))
                     await asyncio.sleep(0.01)
-                await wait_until_async(lambda: value("dropped") >= 20, timeout=10)
+                await wait_until_async(lambda: value("dropped") >= 20, within=10)
                 assert value("outages") == 1 and value("up") == 0
                 assert a.forward({"type": "user_message"}) is False
 
                 await asyncio.to_thread(server.start)
-                await wait_until_async(lambda: a.status()["up"] and value("up") == 1, timeout=10)
+                await wait_until_async(lambda: a.status()["up"] and value("up") == 1, within=10)
                 # B resubscribes on its own; publish until it hears again.
                 seq = 100
 
@@ -130,7 +130,7 @@ def test_an_outage_is_logged_once_counted_and_publishing_resumes(caplog):
                     await asyncio.sleep(0.05)
                     return any(e.seq > 100 for e in got_b.events)
 
-                await wait_until_async(heard, timeout=10)
+                await wait_until_async(heard, within=10)
                 assert value("outages") == 1
             finally:
                 await a.close()

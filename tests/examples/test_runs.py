@@ -50,7 +50,7 @@ async def manager(tmp_path: Path, **settings_env: str) -> tuple[RunManager, Sess
 
 
 async def finished(inbox: Inbox, run_id: str) -> list[Event]:
-    await wait_until_async(lambda: any(e.terminal for e in inbox.of(run_id)), timeout=10)
+    await wait_until_async(lambda: any(e.terminal for e in inbox.of(run_id)), within=10)
     return inbox.of(run_id)
 
 
@@ -126,9 +126,9 @@ def test_user_messages_reach_a_running_agent_and_are_part_of_the_stream(tmp_path
             run_id, _ = await runs.start(
                 "alice", StartAgent("echo", "e", {"text": "hi", "turns": 2})
             )
-            await wait_until_async(lambda: len(inbox.of(run_id)) >= 2, timeout=10)
+            await wait_until_async(lambda: len(inbox.of(run_id)) >= 2, within=10)
             assert await runs.post_message("alice", UserMessage(run_id, "first")) is None
-            await wait_until_async(lambda: len(inbox.of(run_id)) >= 4, timeout=10)
+            await wait_until_async(lambda: len(inbox.of(run_id)) >= 4, within=10)
             assert await runs.post_message("alice", UserMessage(run_id, "second")) is None
             events = await finished(inbox, run_id)
             assert [e.type for e in events] == [
@@ -161,7 +161,7 @@ def test_drain_lets_runs_finish_within_the_grace_then_interrupts_them(tmp_path, 
             run_id, _ = await runs.start(
                 "alice", StartAgent("slow", "s", {"steps": 4, "delay": 0.05})
             )
-            await wait_until_async(lambda: len(inbox.of(run_id)) >= 2, timeout=10)
+            await wait_until_async(lambda: len(inbox.of(run_id)) >= 2, within=10)
             await runs.drain(grace)
             events = inbox.of(run_id)
             stored = await runs.store.events_after(run_id, 0)
