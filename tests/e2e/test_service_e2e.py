@@ -220,3 +220,56 @@ def test_sigterm_during_a_slow_phase_stops_at_once(spawn, tmp_path):
     server.proc.send_signal(signal.SIGTERM)
     server.wait_exit(10)  # not the phase's 120 s
     assert "phase agents cancelled: the service is stopping" in server.output()
+
+
+def test_forbidden_is_403_or_4403(spawn):
+    server = spawn({"DENY_ALL": "1"})
+    url, headers = server.ws_url + "/ws", {"Authorization": f"Bearer {token()}"}
+    status, _, body = run(denied_status(url, additional_headers=headers))
+    assert (status, body["error"]) == (403, "forbidden")
+    assert "DENY_ALL" in body["detail"]
+    code, _ = run(close_code(url, additional_headers=headers, origin="http://app.example"))
+    assert code == 4403
+
+
+def test_per_user_limit_is_429_or_4429(spawn):
+    server = spawn({"MAX_PER_USER": "1"})
+    url, headers = server.ws_url + "/ws", {"Authorization": f"Bearer {token('limited')}"}
+
+    async def scenario() -> tuple[tuple[int, dict, dict], tuple[int, str]]:
+        async with connect(url, additional_headers=headers) as first:
+            await first.recv()
+            refused = await denied_status(url, additional_headers=headers)
+            closed = await close_code(url, additional_headers=headers, origin="http://app.example")
+            return refused, closed
+
+    (status, got_headers, body), (code, _) = run(scenario())
+    assert (status, got_headers["retry-after"], body["error"]) == (429, "5", "too_many_connections")
+    assert code == 4429
+
+
+def test_handshakes_while_draining_get_503_or_1012(spawn):
+    server = spawn({"DRAIN_SECONDS": "4"})
+    url, headers = server.ws_url + "/ws", {"Authorization": f"Bearer {token()}"}
+
+    async def scenario() -> tuple[tuple[int, dict, dict], tuple[int, str]]:
+        # Two open connections: the second is closed half-way through the drain window, so
+        # the server is still listening (and draining) meanwhile.
+        held = [await connect(url, additional_headers=headers) for _ in range(2)]
+        for ws in held:
+            await ws.recv()
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(_closed(held[0]), scaled(5))
+        refused = await denied_status(url, additional_headers=headers)
+        closed = await close_code(url, additional_headers=headers, origin="http://app.example")
+        return refused, closed
+
+    (status, got_headers, body), (code, _) = run(scenario())
+    assert (status, got_headers["retry-after"], body["error"]) == (503, "1", "draining")
+    assert code == 1012
+
+
+async def _closed(ws) -> None:
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await ws.recv()
