@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
+
+from .deploy.procs import free_port
 
 __all__ = ["free_port", "run_server", "scaled", "wait_until", "wait_until_async"]
 
@@ -61,13 +62,6 @@ async def wait_until_async(
                 f"condition not met within {scaled(within):.1f}s: {what or predicate}"
             )
         await asyncio.sleep(interval)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago. Prefer binding port 0 where the API allows it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class _ThreadServer(uvicorn.Server):

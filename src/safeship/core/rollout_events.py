@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .rollout import RolloutPhase
 
+from .verdict import Category as ProbeCategory
+
 __all__ = [
     "Action",
     "Begin",
@@ -41,20 +43,6 @@ __all__ = [
     "SwitchFailed",
     "Tick",
 ]
-
-
-class ProbeCategory(StrEnum):
-    """The categories of ``core.verdict`` (taken as plain values to keep the modules apart)."""
-
-    OK = "ok"
-    AUTH = "auth"
-    NOT_READY = "not_ready"
-    INTERNAL_ERROR = "internal_error"
-    UNREACHABLE = "unreachable"
-    TIMEOUT = "timeout"
-    PROTOCOL = "protocol"
-    CHECK_FAILED = "check_failed"
-    INCONCLUSIVE = "inconclusive"
 
 
 class GateOutcome(StrEnum):

@@ -32,6 +32,7 @@ from .recovery import recover_interrupted
 from .restore import instant_rollback, previous_good, restore_spec
 from .state import StateStore
 from .targets import Lifecycle, RevisionSpec, Target, create_target, target_class
+from .targets.base import missing_app_module
 
 __all__ = [
     "Session",
@@ -127,14 +128,10 @@ def check_source(manifest: Manifest, source: Path) -> None:
         )
     if service.command or not service.app:
         return
-    module = service.app.split(":", 1)[0]
-    base = source / service.app_dir / Path(*module.split("."))
-    candidates = (base.with_suffix(".py"), base / "__init__.py")
-    if not any(path.is_file() for path in candidates):
-        looked = " or ".join(str(p.relative_to(source)) for p in candidates)
+    problem = missing_app_module(source, service.app, service.app_dir)
+    if problem is not None:
         raise UsageError(
-            f"{source} is not the configured app: module {module!r} (app {service.app!r}, "
-            f"app_dir {service.app_dir!r}) is not there; looked for {looked}",
+            problem,
             hint="run from the project root or pass --source DIR; check [service] app and "
             "app_dir in " + manifest.display_path,
         )

@@ -26,13 +26,13 @@ from typing import Any
 
 import httpx
 
+from ..deploy.procs import free_port
 from ..errors import SecretError
 from ..probe import probe_ws
 from ..probe.steps import Step
 from ..probe.tokens import StaticToken
 from ..secrets import EnvSource, resolve_secret
 from ..service.startup import EVENTS_ENV
-from ..testing import free_port
 from ..tokens import mint
 from .model import Finding, GateResult, GateStatus, Tier
 from .runner import CheckContext, result_from_findings

@@ -22,6 +22,7 @@ __all__ = [
     "StartFailure",
     "Target",
     "TargetState",
+    "missing_app_module",
 ]
 
 
@@ -156,3 +157,19 @@ class Lifecycle(Protocol):
     async def down(self) -> list[str]:
         """Stop everything the target runs."""
         ...
+
+
+def missing_app_module(source: Path, app: str, app_dir: str) -> str | None:
+    """Why ``source`` does not hold the ASGI app ``app`` (``module:attr``) under ``app_dir``;
+    ``None`` when it does. Shared by the deploy command (before anything starts) and the
+    targets (for callers that use them directly)."""
+    module = app.split(":", 1)[0]
+    base = source / app_dir / Path(*module.split("."))
+    candidates = (base.with_suffix(".py"), base / "__init__.py")
+    if any(path.is_file() for path in candidates):
+        return None
+    looked = " or ".join(str(p.relative_to(source)) for p in candidates)
+    return (
+        f"{source} is not the configured app: module {module!r} (app {app!r}, app_dir "
+        f"{app_dir!r}) is not there; looked for {looked}"
+    )

@@ -21,7 +21,15 @@ from ...errors import TargetError
 from .. import procs
 from ..front import control_path, launch, request
 from ..state import FrontRow, RevisionRow, StateStore
-from .base import LIVE_STATUSES, Revision, RevisionSpec, RevisionStatus, StartFailure, TargetState
+from .base import (
+    LIVE_STATUSES,
+    Revision,
+    RevisionSpec,
+    RevisionStatus,
+    StartFailure,
+    TargetState,
+    missing_app_module,
+)
 
 if TYPE_CHECKING:
     from ...config import Manifest
@@ -275,14 +283,10 @@ class LocalTarget:
             )
         if spec.command:
             return
-        module = spec.app.split(":", 1)[0]
-        base = source / spec.app_dir / Path(*module.split("."))
-        candidates = (base.with_suffix(".py"), base / "__init__.py")
-        if not any(path.is_file() for path in candidates):
-            looked = " or ".join(str(p.relative_to(source)) for p in candidates)
+        problem = missing_app_module(source, spec.app, spec.app_dir)
+        if problem is not None:
             raise TargetError(
-                f"{source} is not the configured app: module {module!r} "
-                f"(app {spec.app!r}, app_dir {spec.app_dir!r}) not found; looked for {looked}",
+                problem,
                 hint="run from the project root or pass --source DIR; check [service] app "
                 "and app_dir in safeship.toml",
             )
