@@ -291,3 +291,26 @@ def test_python_files_skips_venvs_hidden_and_excluded(tmp_path: Path) -> None:
 )
 def test_is_test_path(rel: str, expected: bool) -> None:
     assert is_test_path(rel) is expected
+
+
+def test_the_callers_secrets_go_on_top_of_the_env_file_and_table(tmp_path):
+    from safeship.config import load_manifest
+    from safeship.gates.runner import target_environ
+
+    (tmp_path / "staging.env").write_text("JWT_SECRET_STAGING=from-file\nDATABASE_URL=from-file\n")
+    (tmp_path / "safeship.toml").write_text(
+        '[environments.staging]\nenv_file = "staging.env"\nenv = { LOG_LEVEL = "info" }\n'
+    )
+    manifest = load_manifest(tmp_path / "safeship.toml")
+    caller = {
+        "JWT_SECRET_STAGING": "from-caller",
+        "DATABASE_URL": "from-caller",
+        "LOG_LEVEL": "debug",
+    }
+    environ = target_environ(manifest, "staging", caller)
+    assert environ["JWT_SECRET_STAGING"] == "from-caller"  # a secret: the caller's wins
+    assert environ["DATABASE_URL"] == "from-file"  # a setting: the manifest's wins
+    assert environ["LOG_LEVEL"] == "info"
+    assert environ["SAFESHIP_ENV"] == "staging"
+    # Without a value from the caller, the file's is used.
+    assert target_environ(manifest, "staging", {})["JWT_SECRET_STAGING"] == "from-file"

@@ -182,8 +182,9 @@ def target_environ(
     manifest: Manifest, env: str, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The variables a process of ``env`` would see: ``base`` (default ``os.environ``),
-    overlaid by the environment's ``env_file``, then its ``env`` table; ``SAFESHIP_ENV`` is
-    set to ``env``.
+    overlaid by the environment's ``env_file``, then its ``env`` table; the caller's own
+    values of declared secrets go on top of both (secrets are meant to come from the caller,
+    not from files in the tree); ``SAFESHIP_ENV`` is set to ``env``.
 
     Raises:
         ConfigError: the environment is unknown, or its ``env_file`` is missing or unreadable.
@@ -212,8 +213,23 @@ def target_environ(
             ) from None
         environ.update({k: v for k, v in values.items() if v is not None})
     environ.update(config.env)
+    caller = os.environ if base is None else base
+    for name in _secret_names(manifest, env):
+        if caller.get(name):
+            environ[name] = caller[name]
     environ["SAFESHIP_ENV"] = env
     return environ
+
+
+def _secret_names(manifest: Manifest, env: str) -> list[str]:
+    from ..secrets import candidate_names
+
+    bases = dict.fromkeys([manifest.auth.secret, *manifest.secrets])
+    return [
+        name
+        for base in bases
+        for name in candidate_names(base, env, manifest.secret_config(base).per_environment)
+    ]
 
 
 def build_context(
