@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from safeship.config import DeployConfig
 from safeship.testing import scaled
 
 from .deploy_helpers import (
+    DEFAULT_DEPLOY,
     ENV,
     SECRET,
     Load,
@@ -74,7 +76,10 @@ def test_ctrl_c_before_and_after_the_switch(project: Path, tmp_path: Path) -> No
                 try:
                     row = wait_deploy_phase(project, phase)
                     proc.send_signal(signal.SIGINT)
-                    assert proc.wait(scaled(30)) == 130
+                    # A clean stop drains the candidate: the drain window, then up to the
+                    # backend's run grace for in-flight runs, bounded by the kill grace.
+                    bound = DEFAULT_DEPLOY["drain_seconds"] + DeployConfig().stop_grace_seconds
+                    assert proc.wait(scaled(bound + 20)) == 130
                 finally:
                     proc.kill()
                 record = deploy_row(project, row["id"])
