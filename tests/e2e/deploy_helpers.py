@@ -331,15 +331,6 @@ def set_deploy(root: Path, **changes: Any) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def set_env_table(root: Path, values: dict[str, str]) -> None:
-    path = root / "safeship.toml"
-    lines = [
-        f"env = {_toml(values)}" if line.startswith("env = ") else line
-        for line in path.read_text().splitlines()
-    ]
-    path.write_text("\n".join(lines) + "\n")
-
-
 QUICK = ("--env", ENV, "--skip", "static", "--skip", "legacy")
 """Deploy arguments that keep only the fast ``secrets`` gate (tests of other steps)."""
 

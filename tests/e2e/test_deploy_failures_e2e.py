@@ -26,7 +26,6 @@ from .deploy_helpers import (
     served_by,
     serving,
     set_deploy,
-    set_env_table,
 )
 
 pytestmark = pytest.mark.e2e
@@ -109,12 +108,17 @@ def test_a_revision_that_never_becomes_ready(
         assert [s["name"] for s in record["steps"]][-1] == "stop"
 
 
-def test_a_revision_that_denies_every_websocket(tmp_path: Path) -> None:
+def test_a_revision_that_denies_every_websocket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = make_project(tmp_path)
     with cleanup(root):
         first_deploy(root)
-        # The new revision gets another secret than the one clients (and probes) sign with.
-        set_env_table(root, {"JWT_SECRET_TEST": OTHER_SECRET})
+        # The story's 403s: the backend now reads another secret than the one the clients
+        # sign with. Probes sign like the clients (their file), so verification must catch it.
+        (root / "clients.env").write_text(f"JWT_SECRET_TEST={SECRET}\n")
+        set_deploy(root, probe_secret="file:clients.env")
+        monkeypatch.setenv("JWT_SECRET_TEST", OTHER_SECRET)
         with Load(front_port(root)) as load:
             result = cli(root, "deploy", *QUICK, "--json")
             assert_untouched(root, load)

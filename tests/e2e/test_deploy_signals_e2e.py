@@ -63,6 +63,9 @@ def spawn_deploy(root: Path, tmp_path: Path, *, all_gates: bool = False) -> subp
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As from a terminal: a shell starts background jobs with SIGINT ignored, and a child
+        # would inherit that and never see the Ctrl-C this test sends.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
