@@ -140,6 +140,7 @@ class SessionManager:
             async with asyncio.timeout(deadline):
                 await self._create_schema()
         except SchemaMismatch:
+            await self.close()  # a failed connect leaves no pool (nor aiosqlite thread) behind
             raise
         except TimeoutError as exc:
             await self.close()

@@ -86,3 +86,17 @@ def test_the_legacy_alias_is_deprecated_but_still_a_session_manager(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert issubclass(DatabaseSessionManager, SessionManager)
+
+
+def test_a_refused_schema_leaves_no_engine_open(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE agent_runs (id VARCHAR(40) PRIMARY KEY, user_id VARCHAR(200))")
+    sessions = SessionManager(f"sqlite+aiosqlite:///{path}")
+
+    async def scenario() -> None:
+        with pytest.raises(SchemaMismatch):
+            await sessions.connect(deadline=10)
+
+    run(scenario())
+    assert sessions._engine is None
