@@ -252,6 +252,12 @@ class Story:
         step.detail = _reason(record)
         ws.restore()
         self._end(step, before, step.rolled_back)
+        if step.rolled_back and step.time_to_safe_s is not None:
+            step.outcome = (
+                f"rolled back {step.time_to_safe_s:.1f} s after the first failure; "
+                f"{step.client_failures} client failure(s) got through"
+            )
+            self.on_change()
 
     async def _r5(self, ws: Workspace, manifest: Any) -> None:
         step = self.steps[4]

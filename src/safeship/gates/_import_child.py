@@ -98,11 +98,10 @@ def _import(module, scope):
             "frames": _frames(exc),
         }
     with contextlib.suppress(Exception):  # learning is an optimisation; never fail the result
-        result["learn"] = [
-            name
-            for name, mod in list(sys.modules.items())
-            if name not in before and not scope.first_party(name, mod)
-        ][:_LEARN_LIMIT]
+        new = [(name, mod) for name, mod in list(sys.modules.items()) if name not in before]
+        own = {name for name, mod in new if scope.first_party(name, mod)}
+        result["executed"] = len(own)
+        result["learn"] = [name for name, mod in new if name not in own][:_LEARN_LIMIT]
     return result
 
 

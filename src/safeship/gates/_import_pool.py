@@ -46,6 +46,7 @@ class _Settings:
     jobs: int
     never: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    executed: int = 0
 
 
 class _Worker:
@@ -176,6 +177,7 @@ def _run_worker(
             module = line.get("module")
             if isinstance(module, str) and module in spines:
                 out[module] = _outcome(module, line, settings.timeout)
+                settings.executed += int(line.get("executed", 0) or 0)
     finally:
         worker.close()
 
@@ -254,5 +256,6 @@ def import_modules(
         "preloaded": sorted(preloaded),
         "restarts": workers - 1,
         "notes": settings.notes,
+        "executed": settings.executed,
     }
     return [out[m] for m in order], facts

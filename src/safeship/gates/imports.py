@@ -178,6 +178,7 @@ class ImportsGate:
             "reused": sum(1 for spine in spines.values() if spine),
             "preloaded": len(facts["preloaded"]),
             "worker_restarts": facts["restarts"],
+            "executed": facts["executed"],
             "modules_per_s": round(len(outcomes) / elapsed, 1) if elapsed > 0 else None,
         }
         if facts["notes"]:
