@@ -8,7 +8,9 @@ from safeship.core.handshake import (
     Limits,
     Readiness,
     decide,
+    denial_form,
     expiry_deadline,
+    readiness_with_checks,
 )
 
 GOOD = AuthOutcome(claims={"sub": "alice", "exp": 2000})
@@ -99,3 +101,32 @@ def test_limits_below_threshold_accept():
 )
 def test_expiry_deadline(claims, grace, expected):
     assert expiry_deadline(claims, grace) == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "supported", "browser", "form"),
+    [
+        ("auto", True, False, "http"),
+        ("auto", True, True, "close"),
+        ("auto", False, False, "close"),
+        ("http", True, True, "http"),
+        ("http", False, False, "close"),
+        ("browser", True, False, "close"),
+    ],
+)
+def test_denial_form(mode, supported, browser, form):
+    assert denial_form(mode, http_response_supported=supported, from_browser=browser) == form
+
+
+@pytest.mark.parametrize(
+    ("startup", "checks_ok", "expected"),
+    [
+        (Readiness.READY, True, Readiness.READY),
+        (Readiness.READY, False, Readiness.STARTING),
+        (Readiness.DRAINING, True, Readiness.DRAINING),
+        (Readiness.FAILED, False, Readiness.FAILED),
+        (Readiness.STARTING, True, Readiness.STARTING),
+    ],
+)
+def test_readiness_with_checks(startup, checks_ok, expected):
+    assert readiness_with_checks(startup, checks_ok) is expected

@@ -9,18 +9,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from .closecodes import DenyKind
 
 __all__ = [
     "Accept",
     "AuthOutcome",
+    "DenialForm",
     "Deny",
     "Limits",
     "Readiness",
     "decide",
+    "denial_form",
     "expiry_deadline",
+    "readiness_with_checks",
 ]
 
 
@@ -115,3 +118,28 @@ def expiry_deadline(claims: Mapping[str, Any], grace: float) -> float | None:
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         return None
     return float(exp) + grace
+
+
+DenialForm = Literal["http", "close"]
+
+
+def denial_form(mode: str, *, http_response_supported: bool, from_browser: bool) -> DenialForm:
+    """How to refuse a handshake: a real HTTP response, or accept then close with a code.
+
+    Browsers cannot read a refused handshake's response (a page sees only 1006), so in
+    ``auto`` mode a request with an ``Origin`` header gets the close code; servers without the
+    ``websocket.http.response`` extension can only close.
+    """
+    if mode == "browser" or not http_response_supported:
+        return "close"
+    if mode == "http":
+        return "http"
+    return "close" if from_browser else "http"
+
+
+def readiness_with_checks(startup: Readiness, required_checks_ok: bool) -> Readiness:
+    """Readiness for new connections: a started service whose required dependency last
+    failed its check is not ready."""
+    if startup is Readiness.READY and not required_checks_ok:
+        return Readiness.STARTING
+    return startup

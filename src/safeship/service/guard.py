@@ -22,7 +22,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from ..core.closecodes import TABLE, CloseCode, DenyKind, denial_response
-from ..core.handshake import Accept, AuthOutcome, Deny, Limits, Readiness, decide, expiry_deadline
+from ..core.handshake import (
+    Accept,
+    AuthOutcome,
+    Deny,
+    Limits,
+    Readiness,
+    decide,
+    denial_form,
+    expiry_deadline,
+)
 from ..errors import TokenError
 from ..tokens import (
     TicketStore,
@@ -179,13 +188,12 @@ class WebSocketGuard:
         return AuthOutcome(claims=claims)
 
     def _browser_form(self, scope: Scope) -> bool:
-        if self.mode == "browser":
-            return True
-        if "websocket.http.response" not in scope.get("extensions", {}):
-            return True
-        if self.mode == "http":
-            return False
-        return any(name == b"origin" for name, _ in scope.get("headers", ()))
+        form = denial_form(
+            self.mode,
+            http_response_supported="websocket.http.response" in scope.get("extensions", {}),
+            from_browser=any(name == b"origin" for name, _ in scope.get("headers", ())),
+        )
+        return form == "close"
 
     async def _deny(
         self, scope: Scope, send: Send, kind: DenyKind, detail: str, subprotocol: str | None

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..core.handshake import Readiness
+from ..core.handshake import Readiness, readiness_with_checks
 from .metrics import Metrics
 from .startup import Startup
 
@@ -88,10 +88,9 @@ class Health:
 
     def readiness(self) -> Readiness:
         """Readiness without I/O: startup state, then the cached outcome of required checks."""
-        state = self.startup.readiness
-        if state is Readiness.READY and not all(c.last_ok for c in self.checks if c.required):
-            return Readiness.STARTING
-        return state
+        return readiness_with_checks(
+            self.startup.readiness, all(c.last_ok for c in self.checks if c.required)
+        )
 
     def routes(self, prefix: str = "/health") -> list[Route]:
         return [
