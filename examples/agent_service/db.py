@@ -29,7 +29,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -110,6 +110,7 @@ class SessionManager:
         self.timeout = timeout
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._last_create_error: DBAPIError | None = None
 
     @property
     def where(self) -> str:
@@ -139,13 +140,15 @@ class SessionManager:
         try:
             async with asyncio.timeout(deadline):
                 await self._create_schema()
-        except SchemaMismatch:
+        except (SchemaMismatch, DatabaseUnavailable):
             await self.close()  # a failed connect leaves no pool (nor aiosqlite thread) behind
             raise
         except TimeoutError as exc:
             await self.close()
+            last = self._last_create_error
             raise DatabaseUnavailable(
-                f"no answer from the database at {self.where} within {deadline:g}s",
+                f"no answer from the database at {self.where} within {deadline:g}s"
+                + (f" (creating the tables last failed with: {_root(last)})" if last else ""),
                 hint="check DATABASE_URL and that the database is running and reachable "
                 "from this host",
             ) from exc
@@ -175,23 +178,40 @@ class SessionManager:
         )
 
     async def _create_schema(self) -> None:
-        async with self.engine.begin() as conn:
-            if self.schema and not self.is_sqlite:
-                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-        try:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
-        except DBAPIError:
-            # Another instance may have created the tables between our check and our CREATE;
-            # the schema check below tells that apart from a real failure.
-            pass
-        problems = await self.check_schema()
-        if problems:
-            raise SchemaMismatch(
-                f"the database at {self.where} has an incompatible schema: {'; '.join(problems)}",
-                hint="this service creates missing tables but never alters existing ones: "
-                "migrate the tables, or point DATABASE_URL at an empty database",
-            )
+        while True:
+            try:
+                if self.schema and not self.is_sqlite:
+                    async with self.engine.begin() as conn:
+                        await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(Base.metadata.create_all)
+                create_error: DBAPIError | None = None
+            except DBAPIError as exc:
+                # Another instance may be creating the same schema or tables (replicas started
+                # together on one database; PostgreSQL's IF NOT EXISTS does not cover a
+                # concurrent CREATE): the schema check below tells that from a real failure.
+                if not _lost_a_create_race(exc):
+                    raise DatabaseUnavailable(
+                        f"the database at {self.where} refused to create this version's "
+                        f"tables: {_root(exc)}",
+                        hint="let this service's database user create tables in its schema, "
+                        "or create the tables beforehand",
+                    ) from exc
+                create_error = exc
+            problems = await self.check_schema()
+            if not problems:
+                return
+            if create_error is None:
+                raise SchemaMismatch(
+                    f"the database at {self.where} has an incompatible schema: "
+                    f"{'; '.join(problems)}",
+                    hint="this service creates missing tables but never alters existing ones: "
+                    "migrate the tables, or point DATABASE_URL at an empty database",
+                )
+            # Our CREATE lost a race that the other instance has not committed yet: try again
+            # until it has, within connect()'s deadline (which reports the last error).
+            self._last_create_error = create_error
+            await asyncio.sleep(0.05)
 
     async def check_schema(self) -> list[str]:
         """What the database lacks compared with the tables of this version (empty: all good)."""
@@ -266,6 +286,15 @@ def _schema_problems(conn: Connection) -> list[str]:
                 f"expected ({', '.join(expected_key)})"
             )
     return problems
+
+
+def _lost_a_create_race(exc: DBAPIError) -> bool:
+    """Whether a failed CREATE looks like another instance creating the same thing: a
+    duplicate in PostgreSQL's catalog, or a locked SQLite file."""
+    message = str(exc.orig if exc.orig is not None else exc).lower()
+    return isinstance(exc, IntegrityError) or any(
+        sign in message for sign in ("already exists", "database is locked", "database is busy")
+    )
 
 
 def _root(exc: BaseException) -> str:

@@ -21,16 +21,22 @@ def unique_schema() -> str:
     return "agent_test_" + os.urandom(5).hex()
 
 
-def drop_schema(schema: str) -> None:
-    async def drop() -> None:
+def admin_sql(statement: str) -> None:
+    """Run one statement as the PostgreSQL superuser, in its own transaction."""
+
+    async def execute() -> None:
         engine = create_async_engine(POSTGRES_URL, connect_args={"timeout": 5})
         try:
             async with engine.begin() as conn:
-                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                await conn.execute(text(statement))
         finally:
             await engine.dispose()
 
-    asyncio.run(asyncio.wait_for(drop(), 15))
+    asyncio.run(asyncio.wait_for(execute(), 15))
+
+
+def drop_schema(schema: str) -> None:
+    admin_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.e2e)])

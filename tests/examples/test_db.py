@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import warnings
 
@@ -11,7 +12,7 @@ from sqlalchemy import text
 
 from safeship.testing import free_port, scaled
 
-from .dbs import database  # noqa: F401  (fixture)
+from .dbs import POSTGRES_URL, admin_sql, database, unique_schema  # noqa: F401  (fixture)
 
 
 def run(coro):
@@ -37,6 +38,52 @@ def test_connect_creates_a_schema_that_checks_out(database):  # noqa: F811
             await sessions.close()
 
     assert run(scenario()) == []
+
+
+def test_instances_started_together_on_an_empty_database_all_connect(database):  # noqa: F811
+    """Replicas that start at once race to create the same tables: the losers of the race
+    wait for the winner's tables instead of failing startup."""
+    url, schema = database
+
+    async def scenario() -> list[str | None]:
+        managers = [SessionManager(url, schema=schema) for _ in range(8)]
+
+        async def connect(manager: SessionManager) -> str | None:
+            try:
+                await manager.connect(deadline=20)
+                return None
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+            finally:
+                await manager.close()
+
+        return await asyncio.gather(*(connect(manager) for manager in managers))
+
+    assert run(scenario()) == [None] * 8
+
+
+@pytest.mark.e2e
+def test_a_database_that_refuses_to_create_the_tables_says_so_at_once():
+    """A refusal (here: a role without CREATE) is not a race to wait out: the error names it."""
+    role = "agent_test_reader_" + os.urandom(4).hex()
+    admin_sql(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        url = POSTGRES_URL.replace("postgres@", f"{role}@", 1)
+
+        async def scenario() -> DatabaseUnavailable:
+            sessions = SessionManager(url, schema=unique_schema())
+            with pytest.raises(DatabaseUnavailable) as caught:
+                await sessions.connect(deadline=20)
+            assert sessions._engine is None
+            return caught.value
+
+        error = run(scenario())
+    finally:
+        admin_sql(f'DROP ROLE IF EXISTS "{role}"')
+    assert "refused to create this version's tables" in str(error)
+    assert "permission denied" in str(error)
+    assert "within" not in str(error), "failed at once, not at the deadline"
+    assert "create tables" in error.hint
 
 
 def test_an_older_schema_is_refused_naming_table_and_column(tmp_path):
