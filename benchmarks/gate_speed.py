@@ -7,11 +7,18 @@ times in the same run:
 - the static gate (``StaticGate().run``, what ``safeship check --only static`` runs);
 - ruff F821 plus ty on the same tree, back to back, with no triage;
 - pylint restricted to E0602, E0611 and E1101, on a deterministic sample of modules (the
-  time is extrapolated linearly; ``--pylint-full`` runs it on every module).
+  time is extrapolated linearly; ``--pylint-full`` runs it on every module);
+- the imports gate (``ImportsGate().run``, what ``safeship check --only imports`` runs) on
+  the same package, as on a fresh checkout (no bytecode caches: each module is compiled
+  once during the run): its modules per second, CPU time per module, and how many
+  first-party module bodies ran per module. ``--imports-strict`` also runs it with every
+  module from a pristine process (``reuse=False``) and checks that every module's outcome
+  is the same.
 
 It prints, per tool, the recall on the seeded defects and how many findings a user must read
-to see all 20 startup-breaking ones, then the ratios the issue sets goals for. Ratios matter;
-absolute times are noisy. Run: ``.venv/bin/python benchmarks/gate_speed.py [--modules N]``.
+to see all 20 startup-breaking ones, then the ratios and rates the issue sets goals for.
+Ratios matter; absolute times are noisy. Run:
+``.venv/bin/python benchmarks/gate_speed.py [--modules N] [--no-imports | --imports-strict]``.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -31,8 +40,9 @@ from _score import Located, Score, score
 
 from safeship.config import Manifest
 from safeship.gates.engines import find_binary
-from safeship.gates.model import Tier
-from safeship.gates.runner import CheckContext
+from safeship.gates.imports import ImportsGate
+from safeship.gates.model import Finding, Tier
+from safeship.gates.runner import CheckContext, build_context
 from safeship.gates.static import StaticGate
 
 GENERATED = Path(__file__).parent / "_generated"
@@ -69,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     gate_time, engine_time = min(gate_times), min(engine_times)
     pylint_time, pylint_score, sample = _pylint(tree, args)
     assert gate_score is not None and engine_score is not None
+    imports_rate = _imports_gate(tree, strict=args.imports_strict) if args.imports else None
 
     print()
     print(f"best of {args.repeat} runs (wall clock; ratios matter, absolute times are noisy)")
@@ -103,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             exact,
         ),
     ]
+    if imports_rate is not None:
+        goals.append(
+            (
+                f"imports gate              = {imports_rate:.0f} modules/s",
+                ">= 150",
+                imports_rate >= 150,
+            )
+        )
     for text, goal, ok in goals:
         print(f"  {text:<58} goal {goal:<13} {'ok' if ok else 'MISSED'}")
     return 0
@@ -116,6 +135,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pylint-sample", type=int, default=80, help="modules pylint checks")
     parser.add_argument("--pylint-full", action="store_true", help="run pylint on every module")
     parser.add_argument("--profile", action="store_true", help="profile the gate (pyinstrument)")
+    parser.add_argument(
+        "--no-imports", dest="imports", action="store_false", help="skip the imports gate"
+    )
+    parser.add_argument(
+        "--imports-strict",
+        action="store_true",
+        help="also run the imports gate with every module from a pristine process, and "
+        "check that each module's outcome is the same (slower: about twice the time)",
+    )
     return parser.parse_args(argv)
 
 
@@ -181,6 +209,67 @@ def _tier_report(tree: Tree, findings: list) -> None:
         )
     for d in missing:
         print(f"  not reported: {d.path}:{d.line} {d.name} ({d.kind}, {d.tier})")
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of every descendant reaped so far: the imports gate
+    reaps all its processes, and CPU time does not depend on what else the machine runs."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _imports_gate(tree: Tree, strict: bool) -> float:
+    """Run the imports gate on the tree's package; return its modules per second."""
+    print()
+    ctx = build_context(tree.root, Manifest(root=tree.root), "development", entries=[tree.entry])
+    outcomes = {}
+    rate = 0.0
+    for label, gate in (("imports gate", ImportsGate()), ("strict", ImportsGate(reuse=False))):
+        if label == "strict" and not strict:
+            break
+        cpu, started = _cpu(), time.perf_counter()
+        result = gate.run(ctx)
+        elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
+        summary: dict[str, Any] = result.summary
+        if result.error:
+            print(f"{label}: error: {result.error}")
+            return 0.0
+        modules = summary["modules"]
+        rate = rate or modules / elapsed
+        print(
+            f"{label}: {modules} modules in {elapsed:.1f}s = {modules / elapsed:.0f} modules/s "
+            f"({summary['jobs']} at a time); {cpu / modules * 1000:.1f} CPU-ms per module; "
+            f"{summary['executed'] / modules:.1f} first-party module bodies ran per module; "
+            + ", ".join(f"{summary[k]} {k}" for k in ("ok", "error", "hung", "crashed"))
+        )
+        outcomes[label] = _outcomes(result.findings)
+    if strict:
+        differ = sorted(
+            m
+            for m in outcomes["strict"]
+            if outcomes["strict"][m] != outcomes["imports gate"].get(m)
+        )
+        differ += sorted(m for m in outcomes["imports gate"] if m not in outcomes["strict"])
+        print(
+            "strict vs imports gate: "
+            + (
+                f"{len(differ)} modules differ, e.g. {differ[:5]}"
+                if differ
+                else "every outcome is the same"
+            )
+        )
+    return rate
+
+
+def _outcomes(findings: list[Finding]) -> dict[str, tuple[object, ...]]:
+    """Each failed module's outcome as its finding tells it (modules with none imported)."""
+    out: dict[str, tuple[object, ...]] = {}
+    for finding in findings:
+        what = (finding.rule, finding.path, finding.line, finding.message.split(" (also breaks")[0])
+        for module in finding.extra.get("modules", []):
+            out[module] = what
+    return out
 
 
 def _ruff_plus_ty(root: Path) -> tuple[float, list[Located]]:

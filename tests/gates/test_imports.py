@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ from safeship.gates.imports import (
     ImportsGate,
     discover_modules,
     import_modules,
+    plan_imports,
     plan_spines,
     preload_candidates,
 )
@@ -73,6 +75,7 @@ def test_every_kind_of_import_failure_is_reported(project: Path) -> None:
     summary = result.summary
     assert (summary["modules"], summary["ok"], summary["error"]) == (10, 5, 3)
     assert (summary["hung"], summary["crashed"]) == (1, 1)
+    assert summary["executed"] >= summary["ok"]  # every module body that ran, over all children
     by_rule = {(f.rule, f.path): f for f in result.findings}
     assert sorted(by_rule) == [
         ("import-crashed", "imppkg/sub/dies.py"),
@@ -241,6 +244,32 @@ def test_import_jobs_and_timeout_come_from_the_manifest(tmp_path: Path) -> None:
     assert "killed after 0.5s" in result.findings[0].message
 
 
+def test_without_bytecode_writing_caches_stay_out_of_the_tree(tmp_path: Path) -> None:
+    _write(tmp_path, {"byc/__init__.py": "", "byc/core.py": "X = 1\n"})
+    _write(tmp_path, {"byc/uses.py": "from byc import core\n\nY = core.X\n"})
+    compileall.compile_dir(str(tmp_path / "byc"), quiet=1)
+    cached = {p: p.read_bytes() for p in tmp_path.rglob("*.pyc")}
+    assert len(cached) == 3
+    # The cache of core is now stale: the fresh import must see the new source.
+    (tmp_path / "byc" / "core.py").write_text("raise RuntimeError('the new core')\n")
+    found = _found(tmp_path, "byc")
+    outcomes, _ = import_modules(
+        [name for name, _ in found],
+        import_root=tmp_path,
+        environ={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=10,
+        first_party=["byc"],
+        plan=plan_imports(found),
+    )
+    assert [(o.module, o.status, o.message) for o in outcomes] == [
+        ("byc", "ok", None),
+        ("byc.core", "error", "the new core"),
+        ("byc.uses", "error", "the new core"),
+    ]
+    # Nothing written to the project's tree, stale cache included.
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.pyc")} == cached
+
+
 # --- starting a module from its dependency's process ("spines") -------------------------
 
 
@@ -305,7 +334,89 @@ def test_plan_respects_packages_with_side_effects(tmp_path: Path) -> None:
     )
     # core's process never ran side/sub/__init__.py, which must run before mod: use the
     # package's own process instead.
-    assert plan_spines(_found(tmp_path, "side"))["side.sub.mod"] == "side.sub"
+    plan = plan_imports(_found(tmp_path, "side"))
+    assert plan.spines["side.sub.mod"] == "side.sub"
+    # Nor may mod fall back on the process of side.sub's own spine, the root package.
+    assert plan.reach["side.sub.mod"] == 1
+
+
+def test_plan_says_how_far_up_a_module_may_start_and_what_goes_first(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "lay/__init__.py": '"""Layers."""\n',
+            "lay/core.py": "VALUE = 1\n",
+            "lay/models.py": "from lay import core\n",
+            "lay/services.py": "from lay import models\n",
+            "lay/api.py": "from lay import services\n",
+            "lay/leaf.py": "from lay import core\n",
+        },
+    )
+    plan = plan_imports(_found(tmp_path, "lay"))
+    # If services' import fails, api may start from models', core's or lay's process.
+    assert plan.reach["lay.api"] == 4
+    assert plan.cost["lay.api"] == 1 and plan.cost["lay.core"] == 1
+    # core starts models (a chain of 3) and leaf (1): the heavier chain goes first.
+    assert plan.weight["lay.models"] == 3 and plan.weight["lay.leaf"] == 1
+    assert plan.weight["lay"] == 5 and not plan.deep
+
+
+def _chain(root: Path, package: str, length: int, tail: str = "") -> None:
+    """Module ``m{i}`` imports ``m{i+1}`` first: importing ``m0`` fresh nests ``length``
+    imports deep."""
+    files = {f"{package}/__init__.py": ""}
+    for i in range(length):
+        body = f"from {package} import m{i + 1}\n\nX = {i}\n" if i + 1 < length else "X = 0\n"
+        files[f"{package}/m{i}.py"] = body
+    if tail:
+        files[f"{package}/probe.py"] = f"from {package} import m0\n{tail}"
+    _write(root, files)
+
+
+def _both(root: Path, package: str) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    found = _found(root, package)
+    runs = []
+    for plan in (plan_imports(found), None):
+        outcomes, _ = import_modules(
+            [name for name, _ in found],
+            import_root=root,
+            environ=dict(os.environ),
+            timeout=20.0,
+            jobs=2,
+            first_party=[package],
+            plan=plan,
+        )
+        runs.append({o.module: (o.status, o.exc_type, o.message, o.detail) for o in outcomes})
+    return runs[0], runs[1]
+
+
+def test_a_chain_of_zygotes_costs_no_stack_depth(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n\ndepth, frame = 0, sys._getframe()\n"
+        "while frame is not None:\n    depth, frame = depth + 1, frame.f_back\n"
+        "raise RuntimeError(f'imported {depth} frames deep')\n"
+    )
+    _chain(tmp_path, "deepz", 25, tail=probe)
+    plan = plan_imports(_found(tmp_path, "deepz"))
+    assert plan.spines["deepz.probe"] == "deepz.m0" and not plan.deep
+    reused, pristine = _both(tmp_path, "deepz")
+    # The probe starts from the end of a chain of 25 zygotes, yet runs as deep as when
+    # imported from a pristine process.
+    assert reused["deepz.probe"] == pristine["deepz.probe"]
+    assert reused == pristine
+
+
+def test_imports_that_nest_too_deep_start_pristine_and_fail_as_fresh_ones(tmp_path: Path) -> None:
+    # Importing m0 fresh nests 170 imports: beyond the default recursion limit. Started
+    # from m1's process it would pass, so modules whose imports nest deep start pristine.
+    _chain(tmp_path, "deep", 170)
+    plan = plan_imports(_found(tmp_path, "deep"))
+    assert "deep.m0" in plan.deep and plan.spines["deep.m0"] is None
+    assert "deep.m150" not in plan.deep and plan.spines["deep.m150"] == "deep.m151"
+    reused, pristine = _both(tmp_path, "deep")
+    assert reused["deep.m0"][:2] == ("error", "RecursionError")
+    assert reused["deep.m169"][0] == "ok"
+    assert reused == pristine
 
 
 ZYGOTE_TREE = {

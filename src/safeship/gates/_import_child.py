@@ -3,6 +3,10 @@
 Standard library only: it runs in the worker interpreter, which must import nothing of the
 project's and nothing of safeship's. A child imports one module and reports; a child that
 is kept becomes a *zygote* and forks further children on request.
+
+Every child starts its import at the same stack depth, whichever process forked it: a
+zygote hands the new child back to ``run``'s loop instead of calling into it, so a chain
+of zygotes never eats into the recursion limit of the modules imported at its end.
 """
 
 import contextlib
@@ -10,6 +14,7 @@ import faulthandler
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -19,8 +24,13 @@ import traceback
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _OWN_FILES = {os.path.join(_HERE, n) for n in ("_import_worker.py", "_import_child.py")}
 _LEARN_LIMIT = 400
+_REAP_POLL = 0.02  # seconds between checks for exited children while some are running
 MSG = 1 << 20
 PRELOADER = None  # the root's, inherited by every child (zygotes preload too)
+LOADED: frozenset[str] = frozenset()
+"""``sys.modules``' names when this process forked its children (set by the root and by
+each zygote), so a child finds what its import added without touching every module: going
+through all of them would write to (and so copy) thousands of shared pages per child."""
 
 
 class _PreloadTimeout(Exception):
@@ -78,11 +88,51 @@ def send(sock, data):
         sock.send(json.dumps(data).encode())
 
 
+def status_of(status):
+    """A ``waitpid`` status as the parent reports it."""
+    if os.WIFSIGNALED(status):
+        return {"signal": os.WTERMSIG(status)}
+    return {"exit_code": os.WEXITSTATUS(status)}
+
+
+def reap(pids):
+    """Collect every exited child among ``pids`` without blocking: ``{pid: status}``."""
+    done = {}
+    for pid in list(pids):
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            got, status = pid, -1
+        if got:
+            pids.discard(pid)
+            done[pid] = status_of(status) if status >= 0 else {}
+    return done
+
+
+def wait(pid):
+    """Block until ``pid`` exits; its status, or ``{}`` if it is not our child."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return {}
+    return status_of(status)
+
+
 # --- children ---------------------------------------------------------------------------
 
 
+def _added():
+    """Names the import added to ``sys.modules``: they come after every name it had before,
+    in insertion order."""
+    added = []
+    for name in reversed(sys.modules):
+        if name in LOADED:
+            break
+        added.append(name)
+    return added
+
+
 def _import(module, scope):
-    before = set(sys.modules)
     try:
         __import__("importlib").import_module(module)
         result: dict[str, object] = {"status": "ok"}
@@ -97,16 +147,27 @@ def _import(module, scope):
             "message": message[:4000],
             "frames": _frames(exc),
         }
-    with contextlib.suppress(Exception):  # learning is an optimisation; never fail the result
-        new = [(name, mod) for name, mod in list(sys.modules.items()) if name not in before]
-        own = {name for name, mod in new if scope.first_party(name, mod)}
+    with contextlib.suppress(Exception):  # these are optimisations; never fail the result
+        added = _added()
+        own = {name for name in added if scope.first_party(name, sys.modules.get(name))}
         result["executed"] = len(own)
-        result["learn"] = [name for name, mod in new if name not in own][:_LEARN_LIMIT]
+        result["learn"] = [name for name in reversed(added) if name not in own][:_LEARN_LIMIT]
     return result
 
 
+def run(task):
+    """Runs in a fresh fork: import, and while this process is a zygote, become each child
+    it forks. Never returns."""
+    try:
+        while task is not None:
+            task = child(*task)
+    finally:
+        os._exit(70)
+
+
 def child(sock, module, keep, scope):
-    """Runs in a fresh fork: import ``module``, report, then exit or serve as a zygote."""
+    """Import ``module`` and report; then exit, or serve as a zygote and return the task of
+    the next child it forks (to ``run``, in that child)."""
     os.setsid()  # own process group: a hang is killed with everything it started
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -129,13 +190,24 @@ def child(sock, module, keep, scope):
     send(sock, result)
     if not keep:
         os._exit(0)
+    global LOADED
+    LOADED = frozenset(sys.modules)
     gc.freeze()  # what the import built is shared by every child: keep the collector off it
-    _zygote(sock, scope)
+    return _zygote(sock, scope)
 
 
 def _zygote(sock, scope):
-    children = set()
+    """Fork children on the root's request. Reports each child's exit status when it has
+    reaped it (the root needs it when a child dies without reporting)."""
+    global LOADED
+    children: set[int] = set()
     while True:
+        if children:
+            for pid, status in reap(children).items():
+                send(sock, {"reaped": pid, **status})
+        ready, _, _ = select.select([sock], [], [], _REAP_POLL if children else None)
+        if not ready:
+            continue
         try:
             data, fds, _, _ = socket.recv_fds(sock, MSG, 1)
         except OSError:
@@ -146,12 +218,9 @@ def _zygote(sock, scope):
         if "fork" in command and fds:
             child_sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fds[0])
             pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the grandchild
-                try:
-                    sock.close()
-                    child(child_sock, command["fork"], command.get("keep", False), scope)
-                finally:
-                    os._exit(70)
+            if pid == 0:  # pragma: no cover - runs in the new child
+                sock.close()
+                return (child_sock, command["fork"], command.get("keep", False), scope)
             child_sock.close()
             children.add(pid)
         elif "preload" in command:
@@ -159,29 +228,79 @@ def _zygote(sock, scope):
             # from this zygote do not import it again. If that would taint it, stop serving.
             if PRELOADER is not None and PRELOADER.load(command["preload"]) is not None:
                 break
-        elif "reap" in command:
-            pid = command["reap"]
-            status = wait(pid)
-            children.discard(pid)
-            send(sock, {"reaped": pid, **status})
+            LOADED = frozenset(sys.modules)
         elif command.get("exit"):
             break
-    for pid in children:
-        wait(pid)
+    sock.close()
+    if not SUBREAPER:
+        # Children still running would go to init, and their exit statuses with them.
+        for pid in children:
+            wait(pid)
     os._exit(0)
 
 
-def wait(pid):
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return {}
-    if os.WIFSIGNALED(status):
-        return {"signal": os.WTERMSIG(status)}
-    return {"exit_code": os.WEXITSTATUS(status)}
-
-
 # --- the root ---------------------------------------------------------------------------
+
+SUBREAPER = False
+"""Whether the root adopts (and reaps) the children of zygotes that exit before them."""
+
+
+def become_subreaper():
+    """Make this process the reaper of its orphaned descendants (Linux), so a zygote can
+    exit as soon as nothing more starts from it, without waiting for its children."""
+    global SUBREAPER
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        SUBREAPER = libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError, ImportError):
+        SUBREAPER = False
+    return SUBREAPER
+
+
+def use_private_caches(directory, root, modules):
+    """Read and write bytecode caches under ``directory`` (PYTHONDONTWRITEBYTECODE is set,
+    and without caches every child would compile every module it runs, again and again),
+    never in the project's tree. Valid caches stay in use: those of the project's modules,
+    of the standard library and of the packages loaded so far (which children may import
+    more of, e.g. pydantic's lazy submodules) are linked into ``directory``; a stale one is
+    replaced there, never where it came from."""
+    import importlib.util
+    import sysconfig
+
+    tag = f".{sys.implementation.cache_tag}.pyc"
+    found = []
+    for name in modules:
+        base = os.path.join(root, *name.split("."))
+        for source in (base + ".py", os.path.join(base, "__init__.py")):
+            if os.path.isfile(source):
+                found.append((source, importlib.util.cache_from_source(source)))
+                break
+    libraries = {sysconfig.get_paths()["stdlib"]}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None) or ""
+        if "site-packages" in path:
+            top = path.split("site-packages" + os.sep, 1)
+            if len(top) == 2 and os.sep in top[1]:
+                libraries.add(top[0] + "site-packages" + os.sep + top[1].split(os.sep)[0])
+    for library in libraries:
+        for folder, subfolders, files in os.walk(library):
+            subfolders[:] = [d for d in subfolders if d not in ("site-packages", "test", "tests")]
+            if os.path.basename(folder) == "__pycache__":
+                parent = os.path.dirname(folder)
+                for file in files:
+                    if file.endswith(tag):
+                        source = os.path.join(parent, file[: -len(tag)] + ".py")
+                        found.append((source, os.path.join(folder, file)))
+    sys.pycache_prefix = directory
+    sys.dont_write_bytecode = False
+    for source, cached in found:
+        if os.path.isfile(cached):
+            with contextlib.suppress(OSError):
+                link = importlib.util.cache_from_source(source)
+                os.makedirs(os.path.dirname(link), exist_ok=True)
+                os.symlink(cached, link)
 
 
 class Preloader:
@@ -225,5 +344,7 @@ class Preloader:
                     self.loaded.append(name)
         finally:
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        global LOADED
+        LOADED = frozenset(sys.modules)
         gc.freeze()  # keep preloaded objects out of the collector, so children do not copy them
         return None

@@ -9,23 +9,35 @@ nothing else first-party) leaves the same state as importing X fresh, provided t
 - every package above X that D does not import has an inert ``__init__`` (docstring,
   imports, dunder assignments), since it now runs after D instead of before;
 - the order of X's top-of-file imports does not matter -- the assumption import sorters
-  (isort, ruff's ``I001``) make whenever they reorder them.
+  (isort, ruff's ``I001``) make whenever they reorder them;
+- X's fresh import does not nest so deep that the recursion limit could matter: started
+  from D, D's imports no longer run nested inside X's, so a fresh ``RecursionError`` could
+  pass unnoticed. Modules whose import chains may nest more than ``DEEP_LEVELS`` imports
+  deep always start from a pristine process.
 
 Cycles always start from a pristine process. Among the valid dependencies the one with the
-largest closure is chosen. At run time the worker also checks that D's import did not
-already import X, and if it did, imports X from a pristine process.
+largest closure is chosen. D's own spine, and its spine in turn, are valid starting points
+for X as long as they hold every package above X that is not inert (``reach``): the worker
+falls back on them when D's import failed. At run time the worker also checks that D's
+import did not already import X, and if it did, imports X from a pristine process.
 
 Parsing is by regular expressions on the file's text, not ``ast``, so a few thousand files
-cost milliseconds; a misread only makes a module start from a pristine process.
+cost a fraction of a second; a misread only makes a module start from a pristine process.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["plan_spines"]
+__all__ = ["DEEP_LEVELS", "ImportPlan", "plan_imports", "plan_spines"]
+
+DEEP_LEVELS = 60
+"""Nested imports beyond which a fresh import may reach the recursion limit: a nested
+import costs about 7 of the default limit's 1000 frames, and module bodies need room too."""
 
 _STATEMENT = re.compile(
     r"^(?:import[ \t]+(?P<imp>[^\n#;]+)"
@@ -35,6 +47,23 @@ _STATEMENT = re.compile(
 _TRIPLE = re.compile(r'("""|\'\'\')[\s\S]*?\1')
 _DUNDER = re.compile(r"^__\w+__\s*(?::[^=]+)?=")
 _TYPE_CHECKING = re.compile(r"^if\s+(?:typing\.)?TYPE_CHECKING\s*:")
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """How the worker schedules the imports (see the module docstring)."""
+
+    spines: dict[str, str | None]
+    """module -> the dependency whose process it starts from; None: a pristine process."""
+    reach: dict[str, int]
+    """module -> how many steps up its chain of spines it may start from (0 when pristine)."""
+    cost: dict[str, int]
+    """module -> estimated first-party module bodies its import runs, its own included."""
+    weight: dict[str, int]
+    """module -> its cost plus the heaviest chain of modules that start from it: the
+    worker starts heavy chains first, so the longest one does not finish last, alone."""
+    deep: frozenset[str]
+    """modules whose imports may nest deeper than ``DEEP_LEVELS``: always pristine."""
 
 
 class _Module:
@@ -131,15 +160,78 @@ def _head(text: str, whole: bool) -> tuple[int, bool]:
     return (barrier if barrier is not None else len(text)), inert
 
 
-def _closures(graph: dict[str, list[str]], order: list[str]) -> dict[str, int]:
-    """Bitset of each module's transitive closure (itself included), via Tarjan's SCCs."""
-    index_of = {name: i for i, name in enumerate(order)}
-    closure: dict[str, int] = {}
+def _strings(text: str) -> tuple[list[int], list[int]]:
+    """Start and end offsets of the triple-quoted strings, as ``_TRIPLE.finditer`` finds
+    them, with ``str.find`` (several times faster than the regular expression)."""
+    starts: list[int] = []
+    ends: list[int] = []
+    pos = 0
+    double = text.find('"""')
+    single = text.find("'''")
+    while double >= 0 or single >= 0:
+        at = double if single < 0 or (0 <= double < single) else single
+        close = text.find(text[at : at + 3], at + 3)
+        if close < 0:
+            pos = at + 1
+        else:
+            starts.append(at)
+            ends.append(close + 3)
+            pos = close + 3
+        if 0 <= double < pos:
+            double = text.find('"""', pos)
+        if 0 <= single < pos:
+            single = text.find("'''", pos)
+    return starts, ends
+
+
+def _statements(text: str) -> list[re.Match[str]]:
+    """Top-level import statements: ``_STATEMENT`` tried only where a line starts with
+    ``import`` or ``from`` (scanning for those is much faster than a multiline pattern)."""
+    found = []
+    for keyword in ("import", "from"):
+        if text.startswith(keyword):
+            match = _STATEMENT.match(text, 0)
+            if match:
+                found.append(match)
+        needle = "\n" + keyword
+        pos = text.find(needle)
+        while pos >= 0:
+            match = _STATEMENT.match(text, pos + 1)
+            if match:
+                found.append(match)
+            pos = text.find(needle, pos + 1)
+    found.sort(key=lambda m: m.start())
+    return found
+
+
+def _parse(name: str, text: str | None, is_package: bool, known: set[str]) -> _Module:
+    mod = _Module(name, is_package)
+    parts = name.split(".")
+    mod.ancestors = [a for a in (".".join(parts[:i]) for i in range(1, len(parts))) if a in known]
+    if text is None:
+        return mod
+    barrier, mod.inert = _head(text, whole=is_package)
+    starts, ends = _strings(text)
+    for match in _statements(text):
+        at = match.start()
+        i = bisect.bisect_right(starts, at) - 1
+        if i >= 0 and at < ends[i]:
+            continue  # "import x" inside a docstring
+        targets = [t for t in _targets(match, mod, known) if t != name]
+        if at < barrier and targets and targets[-1] not in mod.head:
+            mod.head.append(targets[-1])
+        mod.deps.extend(t for t in targets if t not in mod.deps)
+    return mod
+
+
+def _components(graph: dict[str, list[str]], order: list[str]) -> list[list[str]]:
+    """Strongly connected components (Tarjan, iterative), dependencies before dependents."""
     counter = 0
     low: dict[str, int] = {}
     num: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
+    out: list[list[str]] = []
     for root in order:
         if root in num:
             continue
@@ -176,58 +268,109 @@ def _closures(graph: dict[str, list[str]], order: list[str]) -> dict[str, int]:
                     members.append(member)
                     if member == node:
                         break
-                bits = 0
-                for member in members:
-                    bits |= 1 << index_of[member]
-                for member in members:
-                    for child in graph.get(member, ()):
-                        if child not in members:
-                            bits |= closure[child]
-                for member in members:
-                    closure[member] = bits
-    return closure
+                out.append(members)
+    return out
 
 
-def plan_spines(modules: Sequence[tuple[str, Path]]) -> dict[str, str | None]:
-    """For each module, the dependency whose fresh import it may start from, or None."""
+def plan_imports(
+    modules: Sequence[tuple[str, Path]], texts: Mapping[str, str] | None = None
+) -> ImportPlan:
+    """Plan every module's starting point (see the module docstring).
+
+    Args:
+        modules: ``(module name, file)`` pairs, as ``discover_modules`` returns them.
+        texts: the files' contents by module name, when the caller has read them already.
+    """
     known = {name for name, _ in modules}
     info: dict[str, _Module] = {}
     for name, path in modules:
-        mod = _Module(name, path.name == "__init__.py")
-        parts = name.split(".")
-        mod.ancestors = [
-            a for a in (".".join(parts[:i]) for i in range(1, len(parts))) if a in known
-        ]
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            info[name] = mod
-            continue
-        barrier, mod.inert = _head(text, whole=mod.is_package)
-        strings = [m.span() for m in _TRIPLE.finditer(text)]
-        for match in _STATEMENT.finditer(text):
-            if any(start < match.start() < end for start, end in strings):
-                continue  # "import x" inside a docstring
-            targets = [t for t in _targets(match, mod, known) if t != name]
-            if match.start() < barrier and targets and targets[-1] not in mod.head:
-                mod.head.append(targets[-1])
-            mod.deps.extend(t for t in targets if t not in mod.deps)
-        info[name] = mod
+        text = texts.get(name) if texts is not None else None
+        if text is None:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = None
+        info[name] = _parse(name, text, path.name == "__init__.py", known)
     order = [name for name, _ in modules]
     graph = {name: [*m.ancestors, *m.deps] for name, m in info.items()}
-    closure = _closures(graph, order)
+    # Closures as bitsets, and the longest chain of nested imports, per component.
     bit = {name: 1 << i for i, name in enumerate(order)}
+    closure: dict[str, int] = {}
+    levels: dict[str, int] = {}
+    component: dict[str, int] = {}
+    for index, members in enumerate(_components(graph, order)):
+        bits = 0
+        nested = 0
+        inside = set(members)
+        for member in members:
+            component[member] = index
+            bits |= bit[member]
+            for child in graph[member]:
+                if child not in inside:
+                    bits |= closure[child]
+                    nested = max(nested, levels[child])
+        for member in members:
+            closure[member] = bits
+            levels[member] = nested + len(members)
+    deep = frozenset(name for name in order if levels[name] > DEEP_LEVELS)
+    size = {name: closure[name].bit_count() for name in order}
     spines: dict[str, str | None] = {}
     for name, mod in info.items():
-        impure = [a for a in mod.ancestors if not info[a].inert]
-        candidates = [*mod.ancestors, *mod.head]
+        if name in deep:
+            spines[name] = None
+            continue
         best, best_size = None, 0
-        for dep in candidates:
-            reach = closure.get(dep, 0)
-            if reach & bit[name] or not all(reach & bit[a] for a in impure if a != dep):
+        for dep in (*mod.ancestors, *mod.head):
+            # In a cycle with X (same component), D's closure holds X itself.
+            if component[dep] == component[name] or size[dep] <= best_size:
                 continue
-            size = reach.bit_count()
-            if size > best_size:
-                best, best_size = dep, size
+            if _holds_impure(closure[dep], mod, info, bit, skip=dep):
+                best, best_size = dep, size[dep]
         spines[name] = best
-    return spines
+    reach: dict[str, int] = {}
+    cost: dict[str, int] = {}
+    for name, mod in info.items():
+        spine = spines[name]
+        own = closure[name]
+        cost[name] = (own & ~closure[spine]).bit_count() if spine else own.bit_count()
+        steps = 0
+        while spine is not None and _holds_impure(closure[spine], mod, info, bit, skip=spine):
+            steps += 1
+            spine = spines[spine]
+        reach[name] = steps
+    children: dict[str, list[str]] = {}
+    for name, spine in spines.items():
+        if spine is not None:
+            children.setdefault(spine, []).append(name)
+    weight: dict[str, int] = {}
+    for name in _spine_order(spines, order, children):
+        weight[name] = cost[name] + max((weight[c] for c in children.get(name, ())), default=0)
+    return ImportPlan(spines=spines, reach=reach, cost=cost, weight=weight, deep=deep)
+
+
+def _holds_impure(
+    reach: int, mod: _Module, info: Mapping[str, _Module], bit: Mapping[str, int], skip: str
+) -> bool:
+    """Whether a process holding ``reach`` already ran every package above ``mod`` whose
+    ``__init__`` is not inert (those must run before ``mod``, as in a fresh import)."""
+    return all(reach & bit[a] for a in mod.ancestors if a != skip and not info[a].inert)
+
+
+def _spine_order(
+    spines: Mapping[str, str | None], order: list[str], children: Mapping[str, list[str]]
+) -> list[str]:
+    """Modules with every module that starts from them before them (spines form a forest)."""
+    out: list[str] = []
+    stack = [name for name in reversed(order) if spines[name] is None]
+    while stack:
+        name = stack.pop()
+        out.append(name)
+        stack.extend(children.get(name, ()))
+    return list(reversed(out))
+
+
+def plan_spines(
+    modules: Sequence[tuple[str, Path]], texts: Mapping[str, str] | None = None
+) -> dict[str, str | None]:
+    """For each module, the dependency whose fresh import it may start from, or None."""
+    return plan_imports(modules, texts).spines

@@ -13,9 +13,11 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._import_findings import ImportOutcome
+from ._import_plan import ImportPlan
 
 __all__ = ["import_modules"]
 
@@ -44,6 +47,7 @@ class _Settings:
     learn: bool
     timeout: float
     jobs: int
+    pycache: str | None = None
     never: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     executed: int = 0
@@ -70,6 +74,7 @@ class _Worker:
             "preload_timeout": _PRELOAD_TIMEOUT,
             "timeout": settings.timeout,
             "jobs": settings.jobs,
+            "pycache": settings.pycache,
             "modules": modules,
         }
         assert self.proc.stdin is not None
@@ -154,12 +159,12 @@ def _outcome(module: str, raw: dict[str, Any], timeout: float) -> ImportOutcome:
 def _run_worker(
     settings: _Settings,
     todo: list[str],
-    spines: Mapping[str, str | None],
+    plan: Mapping[str, dict[str, Any]],
     out: dict[str, ImportOutcome],
 ) -> tuple[list[str], list[str] | None, bool]:
     """One worker over ``todo``. Returns the modules it imported, the preload that tainted it
     (if any), and whether it failed (died, stalled, or never got ready)."""
-    modules = [{"name": m, "spine": spines.get(m)} for m in todo]
+    modules = [{"name": m, **plan[m]} for m in todo]
     worker = _Worker(settings, modules)
     try:
         ready = worker.readline(_READY_TIMEOUT)
@@ -175,9 +180,10 @@ def _run_worker(
             if line.get("done"):
                 return preloaded, line.get("taint"), False
             module = line.get("module")
-            if isinstance(module, str) and module in spines:
+            if isinstance(module, str) and module in plan:
                 out[module] = _outcome(module, line, settings.timeout)
-                settings.executed += int(line.get("executed", 0) or 0)
+                with contextlib.suppress(TypeError, ValueError):
+                    settings.executed += int(line.get("executed") or 0)
     finally:
         worker.close()
 
@@ -193,6 +199,7 @@ def import_modules(
     first_party: Sequence[str] = (),
     learn: bool = True,
     spines: Mapping[str, str | None] | None = None,
+    plan: ImportPlan | None = None,
     python: str | None = None,
 ) -> tuple[list[ImportOutcome], dict[str, Any]]:
     """Import each module in a child forked from a first-party-free worker (or from the
@@ -208,14 +215,27 @@ def import_modules(
         first_party: top-level names that must never be preloaded.
         learn: also preload what children turn out to import from outside the project.
         spines: module -> dependency it may start from; None/absent: a pristine process.
+        plan: the whole plan (``plan_imports``); it overrides ``spines``, and also says
+            where a module may start when its spine's import fails, and what to start first.
         python: interpreter for the worker (default: this one).
 
     Returns:
-        One outcome per module, in the order given, and facts about the run. Never raises
-        for a module's failure.
+        One outcome per module, in the order given, and facts about the run (``executed``:
+        the first-party module bodies that ran, over all children). Never raises for a
+        module's failure.
     """
     order = list(dict.fromkeys(modules))
-    plan = {m: (spines or {}).get(m) for m in order}
+    if plan is not None:
+        spines = plan.spines
+    schedule: dict[str, dict[str, Any]] = {}
+    for m in order:
+        spine = (spines or {}).get(m)
+        schedule[m] = {
+            "spine": spine,
+            # Without a plan, only the spine itself is known to be a valid start.
+            "reach": plan.reach.get(m, 0) if plan else int(spine is not None),
+            "weight": plan.weight.get(m, 0) if plan else 0,
+        }
     settings = _Settings(
         python=python or sys.executable,
         import_root=import_root,
@@ -226,26 +246,15 @@ def import_modules(
         timeout=timeout,
         jobs=max(1, jobs or os.cpu_count() or 1),
     )
-    out: dict[str, ImportOutcome] = {}
-    preloaded: set[str] = set()
-    workers = 0
-    while len(out) < len(order) and workers < _MAX_WORKERS:
-        todo = [m for m in order if m not in out]
-        workers += 1
-        loaded, taint, failed = _run_worker(settings, todo, plan, out)
-        preloaded.update(loaded)
-        if taint:
-            settings.never.add(taint[0])
-            settings.notes.append(f"not preloading {taint[0]}: it {taint[1]}")
-        elif failed:
-            stuck = [m for m in todo if m not in out]
-            if len(stuck) == len(todo) and (settings.preload or settings.learn):
-                settings.notes.append(
-                    "the import worker did not get ready; retried without preloading"
-                )
-                settings.preload, settings.learn = (), False
-            elif stuck:
-                settings.notes.append("the import worker stopped answering; started a new one")
+    if environ.get("PYTHONDONTWRITEBYTECODE"):
+        # Without bytecode caches every child would compile every module it runs, again
+        # and again: keep them in a directory of this run, never in the project's tree.
+        settings.pycache = tempfile.mkdtemp(prefix="safeship-imports-")
+    try:
+        out, preloaded, workers = _run_workers(settings, order, schedule)
+    finally:
+        if settings.pycache:
+            shutil.rmtree(settings.pycache, ignore_errors=True)
     for module in order:
         out.setdefault(
             module, ImportOutcome(module, "crashed", detail="the import worker stopped responding")
@@ -259,3 +268,30 @@ def import_modules(
         "executed": settings.executed,
     }
     return [out[m] for m in order], facts
+
+
+def _run_workers(
+    settings: _Settings, order: list[str], schedule: Mapping[str, dict[str, Any]]
+) -> tuple[dict[str, ImportOutcome], set[str], int]:
+    """Workers, one after the other, until every module has an outcome or too many failed."""
+    out: dict[str, ImportOutcome] = {}
+    preloaded: set[str] = set()
+    workers = 0
+    while len(out) < len(order) and workers < _MAX_WORKERS:
+        todo = [m for m in order if m not in out]
+        workers += 1
+        loaded, taint, failed = _run_worker(settings, todo, schedule, out)
+        preloaded.update(loaded)
+        if taint:
+            settings.never.add(taint[0])
+            settings.notes.append(f"not preloading {taint[0]}: it {taint[1]}")
+        elif failed:
+            stuck = [m for m in todo if m not in out]
+            if len(stuck) == len(todo) and (settings.preload or settings.learn):
+                settings.notes.append(
+                    "the import worker did not get ready; retried without preloading"
+                )
+                settings.preload, settings.learn = (), False
+            elif stuck:
+                settings.notes.append("the import worker stopped answering; started a new one")
+    return out, preloaded, workers

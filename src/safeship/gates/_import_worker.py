@@ -6,13 +6,18 @@ module's dependencies and stayed alive. A zygote holds exactly what a fresh impo
 dependency leaves behind, so forking from it spares the module its dependency's closure
 while still starting from a state no unrelated module touched. The parent decides which
 dependency (the "spine") each module may start from; anything in doubt starts from the root.
+When a spine's import fails, the modules waiting for it start from the zygote that spine
+was forked from, if their plan allows (``reach``), else from the root.
+
+Ready modules start depth first, and heaviest first among siblings (``weight``: the
+longest chain of work that waits for them), see ``_push_all``.
 
 Third-party and standard-library modules are preloaded in the root (those the project
 imports at module level, then those children turn out to import), so children share them
 copy-on-write. A preload that touches first-party code or starts a thread taints the root:
 it says so, and the parent starts a new worker that never preloads that module.
 
-Protocol: the parent sends one JSON config line with the modules and their spines; the
+Protocol: the parent sends one JSON config line with the modules and their plan; the
 worker answers ``{"ready": ...}``, then one JSON line per module, then ``{"done": true}``.
 Children talk to the root over their own ``SOCK_SEQPACKET`` socket (one message per send).
 """
@@ -28,6 +33,8 @@ import sys
 import time
 
 _STACK_WAIT = 1.0  # how long a hung child gets to write its stack before it is killed
+_STATUS_WAIT = 5.0  # how long the exit status of a child that died may take to arrive
+_REAP_POLL = 0.02
 _MAX_ZYGOTES = 64
 
 
@@ -46,22 +53,30 @@ def _load_child_module():
 _c = _load_child_module()
 
 
+class _Forked(BaseException):
+    """Raised in a child the root just forked, to unwind to ``main`` before importing: every
+    child imports at the same, shallow stack depth (see ``_import_child``)."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+
+
 class _Run:
     """One child: importing, then possibly serving as a zygote."""
 
-    def __init__(self, module, sock, parent, deadline):
+    def __init__(self, module, sock, base, hops, deadline):
         self.module = module
         self.sock = sock
-        self.parent = parent  # the zygote _Run that forked it, or None for the root
+        self.base = base  # the zygote _Run it was forked from, or None for the root
+        self.hops = hops  # steps up the module's chain of spines to that zygote
         self.deadline = deadline
         self.pid = None
         self.result = None
-        # While a zygote: spine-children not started yet, children importing now, and
-        # children that are zygotes themselves. It retires when all three are zero, so a
-        # zygote never exits before its children (nothing is left for init to reap).
-        self.unstarted = 0
-        self.inflight = 0
-        self.kept = 0
+        self.died = None  # when its socket closed without a result (waiting for the status)
+        # While a zygote: modules that will still start from it (waiting or importing).
+        # It exits when none is left.
+        self.refs = 0
 
 
 class _Root:
@@ -72,35 +87,43 @@ class _Root:
         self.learn = config.get("learn", True)
         self.timeout = float(config["timeout"])
         self.jobs = max(1, int(config.get("jobs", 1)))
-        self.spine = {m["name"]: m.get("spine") for m in config["modules"]}
-        self.children: dict[str, list[str]] = {}
+        modules = config["modules"]
+        self.spine = {m["name"]: m.get("spine") for m in modules}
+        self.reach = {m["name"]: int(m.get("reach") or 0) for m in modules}
+        self.weight = {m["name"]: int(m.get("weight") or 0) for m in modules}
+        # Modules waiting for a module's outcome, to start from its process.
+        self.waiting: dict[str, list[str]] = {}
         for name, spine in self.spine.items():
             if spine in self.spine:
-                self.children.setdefault(spine, []).append(name)
+                self.waiting.setdefault(spine, []).append(name)
+            else:
+                self.spine[name] = None
         self.left = set(self.spine)
-        self.ready = [n for n in reversed(list(self.spine)) if self.spine[n] not in self.spine]
-        self.waiting = {n for n in self.spine if self.spine[n] in self.spine}
+        self.ready = []  # stack of (module, base run, hops): the top starts next
+        self._push_all([(n, None, 0) for n in self.spine if self.spine[n] is None])
         self.zygotes = {}  # module -> _Run serving as a zygote
-        self.runs = {}  # socket fileno -> _Run (importing or zygote)
+        self.runs = {}  # socket fileno -> _Run (importing, zygote, or dead awaiting status)
+        self.importing = 0
+        self.statuses = {}  # pid -> exit status, from our own reaping or a zygote's report
         self.taint = None
 
     # --- scheduling
-    def _base(self, module):
-        spine = self.spine.get(module)
-        while spine is not None:
-            if spine in self.zygotes:
-                return self.zygotes[spine]
-            spine = self.spine.get(spine)
-        return None
+    def _push(self, module, base, hops):
+        self.ready.append((module, base, hops))
 
-    def _importing(self):
-        return [r for r in self.runs.values() if r.module not in self.zygotes]
+    def _push_all(self, entries):
+        """Depth first, heaviest first: what was released last starts first, which keeps
+        few zygotes alive at once (each waits only for its own subtree), and among modules
+        released together the heaviest chain of work goes first, so it does not finish
+        last, alone on one core."""
+        self.ready.extend(sorted(entries, key=lambda entry: self.weight[entry[0]]))
 
-    def _start(self, module):
+    def _start(self, module, base, hops):
+        if base is not None and self.zygotes.get(base.module) is not base:
+            base, hops = None, 0  # it exited (or died) meanwhile
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        keep = bool(self.children.get(module)) and len(self.zygotes) < _MAX_ZYGOTES
-        base = self._base(module)
-        run = _Run(module, ours, base, time.monotonic() + self.timeout)
+        keep = bool(self.waiting.get(module)) and len(self.zygotes) < _MAX_ZYGOTES
+        run = _Run(module, ours, base, hops, time.monotonic() + self.timeout)
         if base is None:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
@@ -109,9 +132,8 @@ class _Root:
                     os.close(self.channel.fileno())
                     for other in self.runs.values():
                         other.sock.close()
-                    _c.child(theirs, module, keep, self.scope)
                 finally:
-                    os._exit(70)
+                    raise _Forked((theirs, module, keep, self.scope))
             run.pid = pid
         else:
             command = json.dumps({"fork": module, "keep": keep}).encode()
@@ -120,46 +142,47 @@ class _Root:
             except OSError:  # the zygote is gone: start again without it
                 theirs.close()
                 ours.close()
-                self._retire(base)
-                self.ready.append(module)
+                self._zygote_died(base)
+                self._push(module, None, 0)
                 return
-            base.inflight += 1
-            if self.spine.get(module) == base.module:
-                base.unstarted -= 1
         theirs.close()
         self.runs[ours.fileno()] = run
+        self.importing += 1
 
-    def _ended(self, run):
-        """Bookkeeping when a child's import is over, whatever its outcome."""
-        if run.parent is not None:
-            run.parent.inflight -= 1
-            self._maybe_retire(run.parent)
-
-    def _release(self, module):
-        """A module has its outcome: its spine-children may start."""
-        for child in reversed(self.children.get(module, [])):
-            if child in self.waiting:
-                self.waiting.discard(child)
-                self.ready.append(child)
-
-    def _maybe_retire(self, zygote):
-        if zygote.module in self.zygotes and not (
-            zygote.unstarted or zygote.inflight or zygote.kept
-        ):
+    def _release(self, zygote):
+        """One module fewer will start from ``zygote``: it exits when none is left."""
+        if zygote is None:
+            return
+        zygote.refs -= 1
+        if zygote.refs <= 0 and zygote.module in self.zygotes:
             self._retire(zygote)
 
     def _retire(self, zygote):
         if self.zygotes.pop(zygote.module, None) is None:
             return
-        self.runs.pop(zygote.sock.fileno(), None)
         with contextlib.suppress(OSError):
             zygote.sock.send(b'{"exit": true}')
-        zygote.sock.close()
-        if zygote.parent is None and zygote.pid:
-            _c.wait(zygote.pid)
-        elif zygote.parent is not None:
-            zygote.parent.kept -= 1
-            self._maybe_retire(zygote.parent)
+        # Keep reading its socket until it closes: it may still report exit statuses.
+
+    def _zygote_died(self, zygote):
+        if self.zygotes.pop(zygote.module, None) is not None:
+            self._close(zygote)
+
+    def _place_waiting(self, run, kept):
+        """``run``'s module has its outcome: the modules waiting for it may start, from its
+        zygote, or else from the zygote it was forked from if their plan allows."""
+        entries = []
+        for module in self.waiting.pop(run.module, []):
+            if kept:
+                base, hops = run, 1
+            elif run.base is not None and self.reach[module] >= run.hops + 1:
+                base, hops = run.base, run.hops + 1
+            else:
+                base, hops = None, 0
+            if base is not None:
+                base.refs += 1
+            entries.append((module, base, hops))
+        self._push_all(entries)
 
     # --- outcomes
     def _emit(self, run, result):
@@ -173,64 +196,44 @@ class _Root:
             for zygote in self.zygotes.values():
                 with contextlib.suppress(OSError):
                     zygote.sock.send(command)
-        self._release(run.module)
 
     def _finish(self, run, result):
+        self.importing -= 1
         if result.get("status") == "present":
             # The zygote's dependency had already imported it: redo it from the root.
             self._close(run)
-            self._reap(run)
-            self._ended(run)
-            self.spine[run.module] = None
-            self.ready.append(run.module)
+            self._release(run.base)
+            self._push(run.module, None, 0)
             return
-        if result.pop("zygote", False):
-            run.unstarted = len([c for c in self.children.get(run.module, []) if c in self.waiting])
+        kept = bool(result.pop("zygote", False))
+        if kept:
             self.zygotes[run.module] = run
-            if run.parent is not None:
-                run.parent.kept += 1
         else:
             self._close(run)
-            self._reap(run)
-        self._ended(run)
+        self._place_waiting(run, kept)
+        self._release(run.base)
         self._emit(run, result)
-        if run.module in self.zygotes:
-            self._maybe_retire(run)
+        if kept and run.refs <= 0:
+            self._retire(run)
 
     def _close(self, run):
         self.runs.pop(run.sock.fileno(), None)
         run.sock.close()
 
-    def _reap(self, run):
-        if run.parent is None and run.pid:
-            _c.wait(run.pid)
-        elif run.parent is not None and run.pid and run.parent.module in self.zygotes:
-            with contextlib.suppress(OSError):
-                run.parent.sock.send(json.dumps({"reap": run.pid}).encode())
-
-    def _crashed(self, run):
+    def _died(self, run):
+        """Its socket closed without a result: a crash. Report it once its exit status is
+        known (or after ``_STATUS_WAIT``)."""
+        status = self.statuses.pop(run.pid, None)
+        if status is None:
+            if time.monotonic() - run.died < _STATUS_WAIT:
+                return
+            # It closed its socket but did not exit: stop it, like a hung import.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(run.pid, signal.SIGKILL)
         self._close(run)
-        status = {}
-        if run.parent is None and run.pid:
-            status = _c.wait(run.pid)
-        elif run.parent is not None and run.pid and run.parent.module in self.zygotes:
-            status = self._ask_reap(run.parent, run.pid)
-        self._ended(run)
-        self._emit(run, {"status": "crashed", **status})
-
-    def _ask_reap(self, zygote, pid):
-        with contextlib.suppress(OSError):
-            zygote.sock.send(json.dumps({"reap": pid}).encode())
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([zygote.sock], [], [], deadline - time.monotonic())
-            data = zygote.sock.recv(_c.MSG) if ready else b""
-            if not data:
-                break
-            message = json.loads(data)
-            if message.pop("reaped", None) == pid:
-                return message
-        return {}
+        self._place_waiting(run, False)
+        self._release(run.base)
+        self._emit(run, {"status": "crashed", **(status or {})})
 
     def _hung(self, run):
         stack = []
@@ -250,48 +253,78 @@ class _Root:
             except (ProcessLookupError, PermissionError):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(run.pid, signal.SIGKILL)
+        self.importing -= 1
         self._close(run)
-        self._reap(run)
-        self._ended(run)
+        self._place_waiting(run, False)
+        self._release(run.base)
         self._emit(run, {"status": "hung", "stack": "".join(stack)[-8000:]})
 
     def _on_message(self, run, data):
         if not data:
-            if run.module in self.zygotes:  # a zygote died: its dependents start elsewhere
-                self._retire(run)
+            if run.module in self.zygotes and self.zygotes[run.module] is run:
+                # A zygote died: what was to start from it starts from the root.
+                self._zygote_died(run)
+            elif run.result is not None:
+                self._close(run)  # a retired zygote has exited
             elif run.pid is None:  # its zygote exited before forking it: start it again
+                self.importing -= 1
                 self._close(run)
-                self._ended(run)
-                self.spine[run.module] = None
-                self.ready.append(run.module)
-            elif run.result is None:
-                self._crashed(run)
+                self._release(run.base)
+                self._push(run.module, None, 0)
+            elif run.died is None:
+                self.importing -= 1
+                run.died = time.monotonic()
+                self._died(run)
             return
-        message = json.loads(data)
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return  # not ours: e.g. a stack the module made faulthandler write
+        if not isinstance(message, dict):
+            return
         if "hello" in message:
             run.pid = message["hello"]
+        elif "reaped" in message:
+            self.statuses[message.pop("reaped")] = message
         elif "status" in message and run.result is None:
             run.result = message
             self._finish(run, message)
-        # else: a late answer to a reap request; nothing waits for it
+
+    def _reap(self):
+        """Collect exited children of the root (and orphans adopted from zygotes)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            self.statuses[pid] = _c.status_of(status)
 
     def serve(self):
         while self.left and self.taint is None:
-            while self.ready and len(self._importing()) < self.jobs:
-                self._start(self.ready.pop())
-            importing = self._importing()
-            if not importing:
-                if self.waiting:  # cannot happen with an acyclic plan; never hang on it
-                    for module in sorted(self.waiting):
-                        self.spine[module] = None
-                        self.ready.append(module)
-                    self.waiting.clear()
-                    continue
-                break
+            while self.ready and self.importing < self.jobs:
+                self._start(*self.ready.pop())
+            self._reap()
+            dead = [r for r in self.runs.values() if r.died is not None]
+            for run in dead:
+                self._died(run)
+            if not self.importing and not self.ready and not dead:
+                # Nothing in flight and nothing to start, yet modules are left: cannot
+                # happen with a plan whose spines form a forest; never hang on it.
+                stuck = [m for waiting in self.waiting.values() for m in waiting]
+                self.waiting.clear()
+                self._push_all([(module, None, 0) for module in stuck])
+                if not stuck:
+                    break
+                continue
+            importing = [r for r in self.runs.values() if r.result is None and r.died is None]
             now = time.monotonic()
-            deadline = min(r.deadline for r in importing)
+            timeout = min((r.deadline for r in importing), default=now + 1.0) - now
+            if dead:
+                timeout = min(timeout, _REAP_POLL)
             socks = [r.sock for r in self.runs.values()]
-            ready, _, _ = select.select(socks, [], [], max(0.0, deadline - now))
+            ready, _, _ = select.select(socks, [], [], max(0.0, timeout))
             for sock in ready:
                 run = self.runs.get(sock.fileno())
                 if run is None:
@@ -302,21 +335,60 @@ class _Root:
                     data = b""
                 self._on_message(run, data)
             now = time.monotonic()
-            for run in self._importing():
-                if run.result is None and now >= run.deadline and run.sock.fileno() in self.runs:
-                    # Preloading may have kept this loop busy: an answer may be waiting.
-                    pending, _, _ = select.select([run.sock], [], [], 0)
-                    if pending:
-                        try:
-                            data = run.sock.recv(_c.MSG)
-                        except OSError:
-                            data = b""
-                        self._on_message(run, data)
-                    if run.result is None and run.sock.fileno() in self.runs:
-                        self._hung(run)
-        for zygote in reversed(list(self.zygotes.values())):  # children before parents
-            self._retire(zygote)
+            for run in list(self.runs.values()):
+                if run.result is not None or run.died is not None or now < run.deadline:
+                    continue
+                if run.pid is None:
+                    # Its zygote never forked it: stop that zygote. Both sockets close, and
+                    # the module starts again from the root.
+                    run.deadline = now + self.timeout
+                    if run.base is not None and run.base.pid:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(run.base.pid, signal.SIGKILL)
+                    continue
+                # Preloading may have kept this loop busy: an answer may be waiting.
+                pending, _, _ = select.select([run.sock], [], [], 0)
+                if pending:
+                    try:
+                        data = run.sock.recv(_c.MSG)
+                    except OSError:
+                        data = b""
+                    self._on_message(run, data)
+                if run.result is None and run.died is None and run.sock.fileno() in self.runs:
+                    self._hung(run)
+        self._stop()
         self.channel.write(json.dumps({"done": True, "taint": self.taint}) + "\n")
+
+    def _stop(self):
+        """Retire every zygote, stop the children still importing (only after a taint:
+        their modules go to the next worker), and reap them all, so that every process of
+        the run is gone (and its CPU time accounted) when the parent hears ``done``."""
+        for zygote in list(self.zygotes.values()):
+            self._retire(zygote)
+        for run in list(self.runs.values()):
+            if run.result is None and run.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(run.pid, signal.SIGKILL)
+        deadline = time.monotonic() + _STATUS_WAIT
+        while self.runs and time.monotonic() < deadline:
+            socks = [r.sock for r in self.runs.values()]
+            ready, _, _ = select.select(socks, [], [], max(0.0, deadline - time.monotonic()))
+            for sock in ready:
+                with contextlib.suppress(OSError):
+                    if not sock.recv(_c.MSG):  # it exited
+                        self._close(self.runs[sock.fileno()])
+        for run in list(self.runs.values()):
+            self._close(run)
+        # Exited processes may take a moment to become reapable; anything still running
+        # after that is not ours to wait for (e.g. a daemon an import started).
+        deadline = min(deadline, time.monotonic() + 0.5)
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break  # all reaped
+            if not pid:
+                time.sleep(_REAP_POLL)
 
 
 def main():
@@ -326,13 +398,23 @@ def main():
     config = json.loads(sys.stdin.readline())
     root = config["root"]
     sys.path[0] = root  # the script's own directory must not shadow project modules
+    _c.become_subreaper()
     scope = _c.Scope(root, config.get("first_party", []))
     preloader = _c.Preloader(scope, config.get("never", []), config.get("preload_timeout", 10.0))
     _c.PRELOADER = preloader
     taint = preloader.load(config.get("preload", []))
+    if config.get("pycache"):  # after preloading, which reads the packages' own caches
+        _c.use_private_caches(config["pycache"], root, [m["name"] for m in config["modules"]])
     channel.write(json.dumps({"ready": True, "preloaded": preloader.loaded, "taint": taint}) + "\n")
-    if taint is None:
+    if taint is not None:
+        return
+    task = None
+    try:
         _Root(config, channel, scope, preloader).serve()
+    except _Forked as forked:  # pragma: no cover - runs in the child
+        task = forked.task
+    if task is not None:  # outside the handler: the import must not see _Forked as context
+        _c.run(task)
 
 
 if __name__ == "__main__":

@@ -13,21 +13,23 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._import_findings import ImportOutcome, outcomes_to_findings
-from ._import_plan import plan_spines
+from ._import_plan import ImportPlan, plan_imports, plan_spines
 from ._import_pool import import_modules
 from .model import GateResult, GateStatus
 from .runner import CheckContext, python_files, result_from_findings
 
 __all__ = [
     "ImportOutcome",
+    "ImportPlan",
     "ImportsGate",
     "discover_modules",
     "import_modules",
+    "plan_imports",
     "plan_spines",
     "preload_candidates",
 ]
@@ -64,14 +66,18 @@ def discover_modules(
     return sorted(found.items())
 
 
-def preload_candidates(files: Sequence[Path], first_party: set[str]) -> list[str]:
+def preload_candidates(
+    files: Sequence[Path], first_party: set[str], texts: Mapping[Path, str] | None = None
+) -> list[str]:
     """Third-party (and standard library) modules imported at module level by ``files``:
-    imported once in the worker, since they are not the code under test."""
+    imported once in the worker, since they are not the code under test. ``texts``: the
+    files' contents, when the caller has read them already."""
     names: dict[str, None] = {}
     for path in files:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+        text = texts.get(path) if texts is not None else None
+        if text is None:
+            text = _read(path)
+        if text is None:
             continue
         for match in _TOP_IMPORT.finditer(text):
             if match.group(1):
@@ -84,6 +90,13 @@ def preload_candidates(files: Sequence[Path], first_party: set[str]) -> list[str
                 if _MODULE.match(target) and top not in first_party and top not in _NEVER_PRELOAD:
                     names[target] = None
     return list(names)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _redact(text: str) -> str:
@@ -142,9 +155,16 @@ class ImportsGate:
         files = {name: path for name, path in found}
         first_party = {name.split(".")[0] for name in files}
         first_party.update(p.stem for p in import_root.iterdir() if _IDENT.match(p.stem))
-        preload = preload_candidates(list(files.values()), first_party) if self.preload else []
         started = time.perf_counter()
-        spines = plan_spines(found) if self.reuse else {}
+        texts = {path: text for path in files.values() if (text := _read(path)) is not None}
+        preload = (
+            preload_candidates(list(files.values()), first_party, texts) if self.preload else []
+        )
+        plan = plan_imports(found, {n: texts[p] for n, p in found if p in texts})
+        if not self.reuse:
+            plan = ImportPlan(
+                spines=dict.fromkeys(files), reach={}, cost={}, weight={}, deep=frozenset()
+            )
         try:
             outcomes, facts = import_modules(
                 list(files),
@@ -155,7 +175,7 @@ class ImportsGate:
                 preload=preload,
                 first_party=sorted(first_party),
                 learn=self.preload,
-                spines=spines,
+                plan=plan,
                 python=self.python,
             )
         except OSError as exc:  # the interpreter itself cannot be started
@@ -175,7 +195,7 @@ class ImportsGate:
             "modules": len(outcomes),
             **counts,
             "jobs": facts["jobs"],
-            "reused": sum(1 for spine in spines.values() if spine),
+            "reused": sum(1 for spine in plan.spines.values() if spine),
             "preloaded": len(facts["preloaded"]),
             "worker_restarts": facts["restarts"],
             "executed": facts["executed"],
