@@ -265,3 +265,81 @@ class TestVerifiedTokenCache:
         token = mint(self.SECRET, "carol")
         verifier.verify(token)["sub"] = "mallory"
         assert verifier.verify(token)["sub"] == "carol"
+
+
+# --- the HS* fast path agrees with jwt.decode() ---------------------------------------
+
+
+def _signed(header: dict[str, Any] | str, payload: dict[str, Any] | str | bytes) -> str:
+    """A token over arbitrary header and payload segments, signed with SECRET."""
+    head = header if isinstance(header, str) else _b64(header)
+    body = payload if isinstance(payload, str) else _b64(payload)
+    signature = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64(signature)}"
+
+
+def _variants() -> dict[str, str]:
+    good = mint(SECRET, "user-1", now=NOW)
+    head, body, sig = good.split(".")
+    claims = {"sub": "user-1", "iat": int(NOW), "exp": int(NOW) + 60}
+    last = sig[-1]
+    # The last character of a 43-character HS256 signature carries 2 stray bits: flipping
+    # one of them spells the same bytes differently (non-canonical base64url).
+    stray = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    bumped = stray[stray.index(last) ^ 1]
+    return {
+        "good": good,
+        "padded signature": f"{head}.{body}.{sig}=",
+        "padded twice": f"{head}.{body}.{sig}==",
+        "non-canonical signature": f"{head}.{body}.{sig[:-1]}{bumped}",
+        "truncated signature": f"{head}.{body}.{sig[:-2]}",
+        "one char signature": f"{head}.{body}.A",
+        "empty signature": f"{head}.{body}.",
+        "tampered payload": f"{head}.{_b64({**claims, 'sub': 'admin'})}.{sig}",
+        "other key": mint("another-secret-of-sufficient-length-0123456789", "user-1", now=NOW),
+        "kid": _signed({"alg": "HS256", "typ": "JWT", "kid": "k1"}, claims),
+        "numeric kid": _signed({"alg": "HS256", "kid": 7}, claims),
+        "crit b64": _signed({"alg": "HS256", "crit": ["b64"], "b64": False}, ""),
+        "crit unknown": _signed({"alg": "HS256", "crit": ["exp"], "exp": 1}, claims),
+        "extra header": _signed({"alg": "HS256", "cty": "JWT"}, claims),
+        "payload list": _signed({"alg": "HS256"}, _b64(b"[1, 2]")),
+        "payload not json": _signed({"alg": "HS256"}, _b64(b"{not json")),
+        "payload not utf-8": _signed({"alg": "HS256"}, _b64(b"\xff\xfe{}")),
+        "payload padded": _signed({"alg": "HS256"}, _b64(json.dumps(claims).encode()) + "="),
+        "deep payload": _signed({"alg": "HS256"}, _b64(b"[" * 100_000 + b"]" * 100_000)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_variants()))
+def test_hmac_fast_path_agrees_with_pyjwt_decode(name: str) -> None:
+    token = _variants()[name]
+    settings = TokenSettings(required_claims=(), max_bytes=1_000_000)
+    try:
+        expected: dict[str, Any] | None = jwt.decode(
+            token, SECRET, algorithms=["HS256"], options={"verify_signature": True,
+                "verify_exp": False, "verify_iat": False, "verify_nbf": False}
+        )  # fmt: skip
+    except jwt.PyJWTError:
+        expected = None
+    try:
+        got: dict[str, Any] | None = TokenVerifier(SECRET, settings).verify(token, now=NOW)
+    except TokenError:
+        got = None
+    assert got == expected, name
+
+
+def test_the_fast_path_is_the_one_taken_for_plain_hmac_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("jwt.decode() was called")
+
+    monkeypatch.setattr(jwt, "decode", refuse)
+    verifier = TokenVerifier(SECRET)
+    assert verifier.verify(mint(SECRET, "user-1", now=NOW), now=NOW)["sub"] == "user-1"
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(_variants()["tampered payload"], now=NOW)
+    assert caught.value.kind == "bad_signature"
+    # An unusual header goes through PyJWT's full decode.
+    with pytest.raises(AssertionError, match=r"jwt\.decode"):
+        verifier.verify(_variants()["extra header"], now=NOW)
