@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import secrets as random_secrets
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,21 @@ def test_without_a_manifest_nothing_is_declared(tmp_path: Path) -> None:
     assert result.summary["secrets"] == 0
 
 
-def test_unreadable_consumer_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("case", "hint"),
+    [("extra missing", "safeship[cloudrun]"), ("no credentials", "gcloud auth")],
+)
+def test_unreadable_consumer_is_a_finding_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, hint: str
+) -> None:
+    if case == "extra missing":
+        # As if the extra were not installed: importing the client fails.
+        monkeypatch.setitem(sys.modules, "google.cloud.secretmanager", None)
+        monkeypatch.setitem(sys.modules, "google.api_core", None)
+    else:
+        pytest.importorskip("google.cloud.secretmanager")
+        # Application default credentials that do not exist: no metadata server is asked.
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
     value = _strong()
     manifest = MANIFEST.replace(
         '"env", "file:tests/e2e/client.env"', '"env", "gcp:projects/p/secrets/jwt"'
@@ -192,4 +207,4 @@ def test_unreadable_consumer_is_a_finding_not_a_crash(tmp_path: Path) -> None:
     [finding] = result.findings
     assert finding.rule == "secret-source-error"
     assert "gcp:projects/p/secrets/jwt" in finding.message
-    assert "safeship[cloudrun]" in (finding.hint or "")
+    assert hint in (finding.hint or "")
