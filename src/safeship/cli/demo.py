@@ -25,6 +25,8 @@ def run_demo(base: Path, *, as_json: bool) -> int:
         ) as live:
             story.on_change = lambda: live.update(live_panel(story))
             report = asyncio.run(story.run())
+        if not console.is_terminal:
+            console.print()  # Live leaves its last frame unterminated when not on a terminal
     paths = {"json": base / "report.json", "html": base / "report.html"}
     report["reports"] = {k: str(v) for k, v in paths.items()}
     base.mkdir(parents=True, exist_ok=True)

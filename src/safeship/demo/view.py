@@ -53,25 +53,29 @@ def live_panel(story: Story) -> RenderableType:
 
 
 def summary_view(report: dict[str, Any]) -> RenderableType:
-    steps = Table(title="What happened", show_lines=False, expand=True)
-    for column in ("revision", "outcome", "caught at", "detail"):
-        steps.add_column(column, overflow="fold")
+    steps = Table(title="What happened", expand=True)
+    steps.add_column("revision", no_wrap=True)
+    steps.add_column("outcome", ratio=3)
+    steps.add_column("caught at", ratio=2)
     for step in report["steps"]:
         style = "green" if step["as_expected"] else "red"
-        steps.add_row(
-            step["id"], Text(step["outcome"], style=style), step["caught_at"] or "-", step["detail"]
-        )
+        steps.add_row(step["id"], Text(step["outcome"], style=style), step["caught_at"] or "-")
+    # The details (error messages, paths, fingerprints) read as prose under the table: in a
+    # table cell an 80-column terminal would fold them mid-word.
+    details = Table.grid(padding=(0, 2))
+    details.add_column(no_wrap=True, style="bold")
+    details.add_column()
+    for step in report["steps"]:
+        for part in str(step["detail"]).split(" | "):
+            details.add_row(step["id"], part)
     rows = Table(
         title="The story's failures, with and without safeship", show_lines=True, expand=True
     )
-    for column in (
-        "failure mode",
-        "caught at",
-        "client connections failed",
-        "time to a safe state",
-        "the original pipeline",
-    ):
-        rows.add_column(column, overflow="fold")
+    rows.add_column("failure mode", ratio=3, overflow="fold")
+    rows.add_column("caught at", ratio=3, overflow="fold")
+    rows.add_column("clients\nfailed", justify="right", no_wrap=True)
+    rows.add_column("to a safe\nstate", justify="right", no_wrap=True)
+    rows.add_column("the original pipeline", ratio=4, overflow="fold")
     for row in report["summary"]["rows"]:
         seconds = row.get("time_to_safe_s")
         rows.add_row(
@@ -98,7 +102,7 @@ def summary_view(report: dict[str, Any]) -> RenderableType:
         else "The story did NOT hold: see the steps above.",
         style="bold green" if report["ok"] else "bold red",
     )  # fmt: skip
-    return Group(steps, rows, facts, verdict)
+    return Group(steps, details, Text(""), rows, facts, verdict)
 
 
 def _s(value: Any) -> str:
