@@ -2,8 +2,9 @@
 
 Prints handshakes/s and echo messages/s as ratios guarded/bare (goals >= 0.90 and >= 0.97), and
 the time to deny a handshake while not ready (goal p99 < 20 ms). For reference it also times
-the bare endpoint with the guarded runs' Authorization headers, which it ignores. Rounds alternate bare and
-guarded so that machine noise hits both alike; the ratio is the median over rounds.
+the bare endpoint with the guarded runs' Authorization headers, which it ignores. Rounds
+alternate bare and guarded so that machine noise hits both alike; the ratio is the median over
+rounds.
 
     .venv/bin/python benchmarks/guard_overhead.py [--rounds 5] [--handshakes 400] [--messages 4000]
 """
