@@ -51,11 +51,13 @@ def _ours(filename):
 
 
 def _frames(exc):
-    frames = [
-        [f.filename, f.lineno, f.name, (f.line or "").strip()]
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not _ours(f.filename)
-    ]
+    # Source lines are read only for the frames kept: a RecursionError's traceback holds
+    # hundreds of frames, and reading each one's line costs more than the import did.
+    summary = traceback.StackSummary.extract(
+        traceback.walk_tb(exc.__traceback__), lookup_lines=False
+    )
+    kept = [f for f in summary if not _ours(f.filename)][-30:]
+    frames = [[f.filename, f.lineno, f.name, (f.line or "").strip()] for f in kept]
     if isinstance(exc, SyntaxError) and exc.filename:
         frames.append([exc.filename, exc.lineno or 0, "<module>", (exc.text or "").strip()])
     return frames[-30:]
