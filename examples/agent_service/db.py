@@ -135,6 +135,7 @@ class SessionManager:
             SchemaMismatch: existing tables lack a column or key this version needs.
         """
         deadline = self.timeout if deadline is None else deadline
+        self._last_create_error = None
         self._engine = self._create_engine(deadline)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         try:

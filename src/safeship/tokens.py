@@ -217,18 +217,13 @@ class TokenVerifier:
         except ValueError:
             raise TokenError("malformed", "the token is not valid base64url") from None
         if not algorithm.verify(signing_input.encode("ascii"), self._key, signature):
-            raise TokenError(
-                "bad_signature",
-                "the token signature does not match this service's key",
-                hint="sign tokens with the secret this environment resolves "
-                "(compare fingerprints with `safeship check --only secrets`)",
-            )
+            raise _bad_signature()
         try:
             claims = json.loads(payload)
         except (ValueError, RecursionError):
             claims = None
         if not isinstance(claims, dict):
-            raise TokenError("malformed", "the token payload is not a valid JSON object")
+            raise _bad_payload()
         return claims
 
     def _decode_full(self, token: str) -> dict[str, Any]:
@@ -249,18 +244,13 @@ class TokenVerifier:
                 token, self._key, algorithms=list(self.settings.algorithms), options=options
             )
         except jwt.InvalidSignatureError:
-            raise TokenError(
-                "bad_signature",
-                "the token signature does not match this service's key",
-                hint="sign tokens with the secret this environment resolves "
-                "(compare fingerprints with `safeship check --only secrets`)",
-            ) from None
+            raise _bad_signature() from None
         except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError):
             raise TokenError(
                 "bad_algorithm", "the token algorithm does not fit this service's key"
             ) from None
         except jwt.PyJWTError:
-            raise TokenError("malformed", "the token payload is not a valid JSON object") from None
+            raise _bad_payload() from None
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> None:
         settings = self.settings
@@ -329,6 +319,19 @@ class TokenVerifier:
             )
         if expected not in audiences:
             raise TokenError("bad_audience", f"claim 'aud' is {_short(aud)}, expected {expected!r}")
+
+
+def _bad_signature() -> TokenError:
+    return TokenError(
+        "bad_signature",
+        "the token signature does not match this service's key",
+        hint="sign tokens with the secret this environment resolves "
+        "(compare fingerprints with `safeship check --only secrets`)",
+    )
+
+
+def _bad_payload() -> TokenError:
+    return TokenError("malformed", "the token payload is not a valid JSON object")
 
 
 def _base64url(segment: str) -> bytes:
