@@ -123,14 +123,18 @@ async def measure(port: int, pid: int, secret: str, args: argparse.Namespace) ->
             totals[name][1] += cpu_seconds(pid) - cpu0
             totals[name][2] += slice_size
     echo_ratios, echo_cpu = [], {"bare": 0.0, "guarded": 0.0}
-    for _ in range(args.rounds):
-        cpu0 = cpu_seconds(pid)
-        bare_echo = await echo_rate(base + "/bare/", args.messages, {})
-        cpu1 = cpu_seconds(pid)
-        guarded_echo = await echo_rate(base + "/guarded/", args.messages, auth)
-        echo_cpu["bare"] += cpu1 - cpu0
-        echo_cpu["guarded"] += cpu_seconds(pid) - cpu1
-        echo_ratios.append(guarded_echo / bare_echo)
+    echo_paths = {"bare": ("/bare/", {}), "guarded": ("/guarded/", auth)}
+    for round_ in range(args.rounds):
+        # Which goes first alternates, so a drift within a round (a burst of load, a
+        # collection) does not always land on the same side.
+        order = ["bare", "guarded"] if round_ % 2 == 0 else ["guarded", "bare"]
+        rates = {}
+        for name in order:
+            path, headers = echo_paths[name]
+            cpu0 = cpu_seconds(pid)
+            rates[name] = await echo_rate(base + path, args.messages, headers)
+            echo_cpu[name] += cpu_seconds(pid) - cpu0
+        echo_ratios.append(rates["guarded"] / rates["bare"])
     denies = await deny_latencies(base + "/notready/", args.denials, auth)
     return {"hs": totals, "echo": echo_ratios, "echo_cpu": echo_cpu, "deny": denies}
 
