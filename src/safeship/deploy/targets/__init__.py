@@ -18,6 +18,7 @@ from .base import (
     StartFailure,
     Target,
     TargetState,
+    TrafficSplit,
 )
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = [
     "StartFailure",
     "Target",
     "TargetState",
+    "TrafficSplit",
     "create_target",
     "target_class",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "StartFailure",
     "Target",
     "TargetState",
+    "TrafficSplit",
     "missing_app_module",
 ]
 
@@ -143,6 +144,16 @@ class Target(Protocol):
     async def stop(self, revision_id: str, *, drain_seconds: float) -> None:
         """Drain the revision (readiness off, WebSockets closed with 1012 over the window),
         then stop it. Also for revisions that never had traffic (``drain_seconds=0``)."""
+        ...
+
+
+@runtime_checkable
+class TrafficSplit(Protocol):
+    """Optional: targets that can send a share of NEW connections to a candidate."""
+
+    async def split(self, new: str, old: str, percent: int) -> None:
+        """Send ``percent`` % of new connections to revision ``new`` and the rest to ``old``;
+        return once the split is confirmed. ``percent`` is 1..99 (100 is ``switch(new)``)."""
         ...
 
 
