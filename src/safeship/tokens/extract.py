@@ -16,10 +16,10 @@ from urllib.parse import parse_qs
 from starlette.requests import cookie_parser
 from starlette.types import Scope
 
-from .errors import TokenError
+from ..errors import TokenError
 
 if TYPE_CHECKING:
-    from ._tickets import TicketStore
+    from .tickets import TicketStore
 
 __all__ = [
     "AUTH_SUBPROTOCOL",

@@ -1,4 +1,4 @@
-"""JWTs: verify and mint (PyJWT); finding the token of a WebSocket handshake; tickets.
+"""JWTs: verify and mint (PyJWT).
 
 Verification pins the algorithms, checks the size before parsing, and compares the time
 claims against an explicit ``now``, so the guard and the tests decide what "now" is. Every
@@ -20,33 +20,10 @@ from typing import Any
 import jwt
 from jwt.algorithms import get_default_algorithms
 
-from ._tickets import TicketStore, ticket_endpoint
-from ._token_extract import (
-    AUTH_SUBPROTOCOL,
-    SUBPROTOCOL_PREFIX,
-    ExtractedToken,
-    extract_token,
-    negotiate_subprotocol,
-    parse_bearer,
-    strip_token_subprotocols,
-)
-from .config import AuthConfig
-from .errors import ConfigError, TokenError
+from ..config import AuthConfig
+from ..errors import ConfigError, TokenError
 
-__all__ = [
-    "AUTH_SUBPROTOCOL",
-    "SUBPROTOCOL_PREFIX",
-    "ExtractedToken",
-    "TicketStore",
-    "TokenSettings",
-    "TokenVerifier",
-    "extract_token",
-    "mint",
-    "negotiate_subprotocol",
-    "parse_bearer",
-    "strip_token_subprotocols",
-    "ticket_endpoint",
-]
+__all__ = ["TokenSettings", "TokenVerifier", "mint"]
 
 _SYMMETRIC = frozenset({"HS256", "HS384", "HS512"})
 _NUMERIC_CLAIMS = ("exp", "nbf", "iat")

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ._token_extract import parse_bearer
-from .errors import TokenError
+from ..errors import TokenError
+from .extract import parse_bearer
 
 if TYPE_CHECKING:
-    from .tokens import TokenVerifier
+    from .verify import TokenVerifier
 
 __all__ = ["TicketStore", "ticket_endpoint"]
 
