@@ -185,7 +185,7 @@ class TokenVerifier:
 
     def _decode_hmac(self, token: str, algorithm: Any) -> dict[str, Any]:
         """The claims of an HS* token whose header holds only alg, typ and kid: the same
-        checks as jwt.decode(), in C where it can (tests/test_tokens.py compares the two)."""
+        checks as jwt.decode(), in C where it can (tests/tokens/test_verify.py compares the two)."""
         signing_input, _, signature_segment = token.rpartition(".")
         payload_segment = signing_input.partition(".")[2]
         try:

@@ -7,13 +7,26 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .errors import SecretError
+from ..errors import SecretError
+from .gcp import GcpSecretManagerSource
 
-__all__ = ["DirSource", "DotEnvSource", "EnvSource", "SecretSource", "resolve_path"]
+if TYPE_CHECKING:
+    from ..config import Manifest
+
+__all__ = [
+    "SOURCE_KINDS",
+    "DirSource",
+    "DotEnvSource",
+    "EnvSource",
+    "SecretSource",
+    "default_sources",
+    "resolve_path",
+    "source_from_spec",
+]
 
 _MAX_SECRET_FILE_BYTES = 1 << 20
 
@@ -154,3 +167,53 @@ def resolve_path(arg: str, root: Path, kind: str) -> Path:
         )
     path = Path(arg).expanduser()
     return path if path.is_absolute() else Path(root) / path
+
+
+SOURCE_KINDS: dict[str, Callable[..., SecretSource]] = {
+    "env": EnvSource.from_spec,
+    "file": DotEnvSource.from_spec,
+    "dir": DirSource.from_spec,
+    "gcp": GcpSecretManagerSource.from_spec,
+}
+"""Each factory is called as ``factory(arg, root=..., environ=...)`` with the text after
+``kind:``. Adding a source kind touches this dict and its own class."""
+
+
+def source_from_spec(
+    spec: str, *, root: Path, environ: Mapping[str, str] | None = None
+) -> SecretSource:
+    """Build a source from ``env``, ``file:PATH``, ``dir:PATH`` or ``gcp:projects/P[/secrets/S]``.
+
+    Relative paths resolve against ``root`` (the manifest's directory).
+
+    Raises:
+        SecretError: the kind is unknown or its argument is invalid.
+    """
+    kind, _, arg = spec.strip().partition(":")
+    factory = SOURCE_KINDS.get(kind)
+    if factory is None:
+        known = ", ".join(f"'{k}'" for k in SOURCE_KINDS)
+        raise SecretError(
+            f"unknown secret source kind {kind!r} in {spec!r}",
+            hint=f"use one of {known}, e.g. 'file:.env.staging' or 'dir:/run/secrets'",
+        )
+    return factory(arg, root=Path(root), environ=environ)
+
+
+def default_sources(
+    manifest: Manifest, env: str, environ: Mapping[str, str] | None = None
+) -> list[SecretSource]:
+    """Environment variables, then the environment's ``env_file`` if set, then the mounted
+    directory named by ``SAFESHIP_SECRETS_DIR`` if set (relative to the manifest's directory).
+    """
+    live = os.environ if environ is None else environ
+    sources: list[SecretSource] = [EnvSource(environ)]
+    env_file = manifest.environment(env).env_file
+    if env_file:
+        sources.append(DotEnvSource(manifest.resolve(env_file), label=env_file))
+    secrets_dir = live.get("SAFESHIP_SECRETS_DIR", "").strip()
+    if secrets_dir:
+        sources.append(
+            DirSource(resolve_path(secrets_dir, manifest.root, "dir"), label=secrets_dir)
+        )
+    return sources

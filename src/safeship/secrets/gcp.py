@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import SecretError
+from ..errors import SecretError
 
 __all__ = ["GcpSecretManagerSource"]
 

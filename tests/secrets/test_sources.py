@@ -31,7 +31,7 @@ def _local_source(kind: str, tmp_path: Path) -> SecretSource:
         (tmp_path / "secrets" / "KEY").write_text(VALUE + "\n")
         return source_from_spec("dir:secrets", root=tmp_path)
     if kind == "gcp":
-        pytest.skip("gcp needs a service: tests/test_secret_gcp.py covers its contract")
+        pytest.skip("gcp needs a service: tests/secrets/test_gcp.py covers its contract")
     pytest.fail(f"new source kind {kind!r}: add it to this contract test")
 
 
