@@ -187,11 +187,24 @@ class DeployConfig(_Model):
     """JSON message each probe sends after connecting, e.g. ``{"type": "ping"}``."""
     probe_expect: dict[str, Any] = Field(default_factory=dict)
     """``PATH = VALUE`` checks on the reply to ``probe_send``, e.g. ``{type = "pong"}``."""
+    steps: list[int] = Field(default_factory=lambda: [100])
+    """Canary steps: percent of NEW connections on the new revision, each watched for
+    ``watch_seconds``; e.g. ``[10, 50, 100]``. ``[100]`` switches all at once."""
 
     @field_validator("probe_send")
     @classmethod
     def _send_is_object(cls, value: str | None) -> str | None:
         return _json_object(value)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_are_a_canary(cls, value: list[int]) -> list[int]:
+        from .core.rollout import steps_problem
+
+        problem = steps_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class Manifest(_Model):

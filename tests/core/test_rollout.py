@@ -18,6 +18,7 @@ from safeship.core.rollout import (
     GateOutcome,
     GatesDone,
     Observation,
+    ProbeCanary,
     ProbeCategory,
     ProbeDone,
     ProbeLive,
@@ -32,15 +33,19 @@ from safeship.core.rollout import (
     RolloutPhase,
     RolloutPolicy,
     RunGates,
+    SetTraffic,
     StartRevision,
     StopNew,
     Switch,
     SwitchDone,
     SwitchFailed,
     Tick,
+    TrafficFailed,
+    TrafficSet,
     gates_outcome,
     preflight,
     step,
+    steps_problem,
 )
 from safeship.errors import IllegalTransition
 
@@ -396,6 +401,8 @@ def cancel_case(phase: RolloutPhase) -> Rollout:
         P.VERIFYING: base,
         P.SWITCHING: run(base, *[ProbeDone(1, "ok")] * 3).rollout,
         P.WATCHING: watching(),
+        P.SPLITTING: splitting(now=0),
+        P.CANARY: at_canary(now=0),
     }[phase]
 
 
@@ -408,6 +415,8 @@ def cancel_case(phase: RolloutPhase) -> Rollout:
         (P.VERIFYING, P.FAILED, (StopNew("r2", drain=False),)),
         (P.SWITCHING, P.ROLLING_BACK, (RollBack("r1"),)),
         (P.WATCHING, P.ROLLING_BACK, (RollBack("r1"),)),
+        (P.SPLITTING, P.ROLLING_BACK, (RollBack("r1"),)),
+        (P.CANARY, P.ROLLING_BACK, (RollBack("r1"),)),
     ],
 )
 def test_cancel_leaves_the_previous_revision_serving(
@@ -450,6 +459,8 @@ SAMPLES: list[Observation] = [
     RollbackDone(1),
     RollbackFailed(1, "x"),
     Resume(1),
+    TrafficSet(1, 10),
+    TrafficFailed(1, "x"),
 ]
 ACCEPTED = {
     P.PENDING: {Begin},
@@ -457,6 +468,8 @@ ACCEPTED = {
     P.STARTING: {RevisionStarted, RevisionFailed},
     P.VERIFYING: {ProbeDone, RevisionFailed},
     P.SWITCHING: {SwitchDone, SwitchFailed},
+    P.SPLITTING: {TrafficSet, TrafficFailed},
+    P.CANARY: {ProbeDone},
     P.WATCHING: {ProbeDone},
     P.ROLLING_BACK: {RollbackDone, RollbackFailed},
     P.PAUSED: {Resume},
@@ -464,7 +477,8 @@ ACCEPTED = {
 
 
 def in_phase(phase: RolloutPhase) -> Rollout:
-    if phase in (P.PENDING, P.GATING, P.STARTING, P.VERIFYING, P.SWITCHING, P.WATCHING):
+    if phase in (P.PENDING, P.GATING, P.STARTING, P.VERIFYING, P.SWITCHING, P.WATCHING,
+                 P.SPLITTING, P.CANARY):  # fmt: skip
         return cancel_case(phase)
     if phase is P.ROLLING_BACK:
         return rolling_back()
@@ -593,3 +607,188 @@ def test_gates_outcome(
     expected: tuple[GateOutcome, tuple[str, ...]],
 ) -> None:
     assert gates_outcome(statuses, skipped) == expected
+
+
+# -- canary steps ---------------------------------------------------------------------------
+
+CANARY = replace(POLICY, steps=(10, 50, 100))
+
+
+def splitting(now: float = 100.0, previous: str | None = "r1") -> Rollout:
+    r = verifying(now - 1, previous)
+    oks = [ProbeDone(now, "ok")] * POLICY.verify_probes
+    return run(r, *oks, policy=CANARY).rollout
+
+
+def at_canary(now: float = 100.0, percent: int = 10) -> Rollout:
+    return run(splitting(now), TrafficSet(now, percent), policy=CANARY).rollout
+
+
+def test_verified_revision_gets_the_first_step_not_all_traffic() -> None:
+    r = verifying(99.0)
+    d = run(r, *[ProbeDone(100.0, "ok")] * POLICY.verify_probes, policy=CANARY)
+    assert d.phase is P.SPLITTING
+    assert d.actions == (SetTraffic("r2", "r1", 10),)
+    assert "10% of new connections to r2" in d.reason
+
+
+def test_a_confirmed_split_watches_the_candidate_on_its_own_traffic() -> None:
+    d = step(splitting(100.0), TrafficSet(100.5, 10), CANARY)
+    assert d.phase is P.CANARY
+    assert d.actions == (ProbeCanary("r2", after=0.0),)
+    assert (d.rollout.percent, d.rollout.traffic_at, d.rollout.watch_until) == (10, 100.5, 105.5)
+
+
+def test_each_clean_step_moves_to_the_next_then_switches_whole() -> None:
+    r = at_canary(100.0)
+    d = run(r, *probes(100.0, 1.0, *["ok"] * 6), policy=CANARY)  # 100 .. 105: window over
+    assert (d.phase, d.actions) == (P.SPLITTING, (SetTraffic("r2", "r1", 50),))
+    d = run(d.rollout, TrafficSet(106.0, 50), *probes(106.0, 1.0, *["ok"] * 6), policy=CANARY)
+    assert (d.phase, d.actions) == (P.SWITCHING, (Switch("r2"),))
+    assert d.rollout.percent == 50 and "clean at 50%" in d.reason
+    d = step(d.rollout, SwitchDone(112.0), CANARY)
+    assert (d.phase, d.rollout.percent, d.rollout.traffic_at) == (P.WATCHING, 100, 100.0)
+
+
+def test_a_step_is_not_passed_before_its_window_ends() -> None:
+    d = run(at_canary(100.0), *probes(100.0, 1.0, "ok", "ok", "ok"), policy=CANARY)
+    assert (d.phase, d.actions) == (P.CANARY, (ProbeCanary("r2", CANARY.watch_interval),))
+
+
+def test_failure_at_the_ten_percent_step_rolls_back() -> None:
+    r = at_canary(100.0)
+    d = run(r, *probes(101.0, 0.5, "ok", "internal_error", "internal_error", "internal_error"),
+            policy=CANARY)  # fmt: skip
+    assert d.phase is P.ROLLING_BACK
+    assert d.actions == (RollBack("r1"),)
+    assert "at the 10% step" in d.reason and "internal_error" in d.reason
+    assert "1.5s after it got traffic" in d.reason
+    assert d.rollout.detected_at == 101.5
+    d = step(d.rollout, RollbackDone(103.0), CANARY)
+    assert d.phase is P.ROLLED_BACK
+    assert d.actions == (StopNew("r2", drain=True), Finish(P.ROLLED_BACK, d.reason))
+
+
+def test_failure_at_a_later_step_rolls_back_too() -> None:
+    r = at_canary(100.0)
+    d = run(r, *probes(100.0, 1.0, *["ok"] * 6), TrafficSet(106.0, 50), policy=CANARY)
+    d = run(d.rollout, *probes(107.0, 0.5, *["auth"] * 3), policy=CANARY)
+    assert (d.phase, d.actions) == (P.ROLLING_BACK, (RollBack("r1"),))
+    assert "at the 50% step" in d.reason
+
+
+def test_failures_that_are_not_consecutive_do_not_end_a_step() -> None:
+    cats = ["internal_error", "internal_error", "ok", "internal_error", "ok"]
+    d = run(at_canary(100.0), *probes(100.0, 0.5, *cats), policy=CANARY)
+    assert d.phase is P.CANARY
+
+
+def test_a_step_window_ending_inside_a_failure_streak_must_resolve_first() -> None:
+    cats = ["ok", "ok", "ok", "ok", "ok", "not_ready", "not_ready"]
+    d = run(at_canary(100.0), *probes(100.0, 1.0, *cats), policy=CANARY)
+    assert d.phase is P.CANARY  # past the window, but the last probe failed
+    assert step(d.rollout, Tick(200.0), CANARY).phase is P.CANARY
+    d = step(d.rollout, ProbeDone(107.0, "ok"), CANARY)
+    assert d.phase is P.SPLITTING
+
+
+def test_tick_advances_a_step_only_after_its_window_on_a_last_success() -> None:
+    d = run(at_canary(100.0), ProbeDone(100.2, "ok"), policy=CANARY)
+    assert step(d.rollout, Tick(104.0), CANARY).actions == ()
+    assert step(d.rollout, Tick(105.0), CANARY).actions == (SetTraffic("r2", "r1", 50),)
+
+
+def test_a_split_that_fails_restores_the_previous_routing() -> None:
+    d = step(splitting(100.0), TrafficFailed(100.5, "the front did not answer"), CANARY)
+    assert (d.phase, d.actions) == (P.ROLLING_BACK, (RollBack("r1"),))
+    assert "the front did not answer" in d.reason and d.rollout.detected_at == 100.5
+
+
+def test_inconclusive_canary_probes_pause_with_traffic_split() -> None:
+    d = run(at_canary(100.0), *probes(100.0, 0.5, "inconclusive", "inconclusive"), policy=CANARY)
+    assert d.phase is P.PAUSED and d.rollout.paused_from is P.CANARY
+    assert "traffic stays split (10% of new connections on r2)" in d.reason
+    resumed = step(d.rollout, Resume(300.0), CANARY)
+    assert (resumed.phase, resumed.actions) == (P.CANARY, (ProbeCanary("r2", 0.0),))
+    assert resumed.rollout.watch_until == 305.0 and resumed.rollout.percent == 10
+    cancelled = step(d.rollout, Cancel(301.0), CANARY)
+    assert (cancelled.phase, cancelled.actions) == (P.ROLLING_BACK, (RollBack("r1"),))
+
+
+def test_first_deploy_has_nothing_to_split_with_and_switches_whole() -> None:
+    r = verifying(99.0, previous=None)
+    d = run(r, *[ProbeDone(100.0, "ok")] * POLICY.verify_probes, policy=CANARY)
+    assert (d.phase, d.actions) == (P.SWITCHING, (Switch("r2"),))
+    assert "first deploy" in d.reason
+
+
+def test_no_watch_window_walks_the_steps_without_probing() -> None:
+    policy = replace(CANARY, watch_seconds=0.0)
+    d = step(splitting(100.0), TrafficSet(100.0, 10), policy)
+    assert (d.phase, d.actions) == (P.SPLITTING, (SetTraffic("r2", "r1", 50),))
+
+
+def test_one_hundred_percent_only_is_todays_switch() -> None:
+    r = verifying(99.0)
+    d = run(r, *[ProbeDone(100.0, "ok")] * POLICY.verify_probes)
+    assert (d.phase, d.actions) == (P.SWITCHING, (Switch("r2"),))
+
+
+@pytest.mark.parametrize(
+    ("steps", "problem"),
+    [
+        ([], "whole percents"),
+        ([0, 100], "whole percents"),
+        ([10, 101], "whole percents"),
+        ([50, 10, 100], "increasing"),
+        ([10, 10, 100], "increasing"),
+        ([10, 50], "last step must be 100"),
+    ],
+)
+def test_invalid_steps_are_named(steps: list[int], problem: str) -> None:
+    assert problem in (steps_problem(steps) or "")
+    with pytest.raises(ValueError, match=problem):
+        RolloutPolicy(steps=tuple(steps))
+
+
+@pytest.mark.parametrize("steps", [[100], [1, 100], [10, 50, 100], [25, 50, 75, 99, 100]])
+def test_valid_steps(steps: list[int]) -> None:
+    assert steps_problem(steps) is None
+
+
+def test_policy_from_config_carries_the_steps() -> None:
+    assert RolloutPolicy.from_config(DeployConfig()).steps == (100,)
+    assert RolloutPolicy.from_config(DeployConfig(steps=[10, 100])).steps == (10, 100)
+
+
+def test_full_canary_path_driven_by_actions() -> None:
+    policy = RolloutPolicy(verify_probes=2, watch_seconds=1.0, watch_interval=0.5,
+                           steps=(10, 50, 100))  # fmt: skip
+    now = 0.0
+    d = step(Rollout(previous="r1"), Begin(now), policy)
+    phases, percents = [d.phase], []
+    while not d.rollout.is_terminal:
+        action = d.actions[0]
+        now += 0.25
+        obs: Observation
+        if isinstance(action, RunGates):
+            obs = GatesDone(now, "passed")
+        elif isinstance(action, StartRevision):
+            obs = RevisionStarted(now, "r2")
+        elif isinstance(action, (ProbeNew, ProbeLive, ProbeCanary)):
+            now += action.after
+            obs = ProbeDone(now, "ok")
+        elif isinstance(action, SetTraffic):
+            obs = TrafficSet(now, action.percent)
+            percents.append(action.percent)
+        elif isinstance(action, Switch):
+            obs = SwitchDone(now)
+        else:
+            raise AssertionError(action)
+        d = step(d.rollout, obs, policy)
+        if d.phase is not phases[-1]:
+            phases.append(d.phase)
+    assert phases == [P.GATING, P.STARTING, P.VERIFYING, P.SPLITTING, P.CANARY, P.SPLITTING,
+                      P.CANARY, P.SWITCHING, P.WATCHING, P.PROMOTED]  # fmt: skip
+    assert percents == [10, 50]
+    assert d.actions == (DrainOld("r1"), Finish(P.PROMOTED, d.reason))

@@ -4,6 +4,11 @@
 ``failed`` (before any traffic), ``rolling_back → rolled_back`` (after the switch) and
 ``paused`` (an inconclusive result: traffic stays where it is, nothing is promoted).
 
+Canary steps (``RolloutPolicy.steps``, e.g. ``(10, 50, 100)``) put ``splitting → canary`` before
+the switch, once per step below 100 %: the candidate gets that share of new connections and is
+watched on its own traffic for the watch window; a failure at any step rolls back (traffic all
+on the previous revision). A first deploy has nothing to share traffic with and switches whole.
+
 The driver feeds one observation at a time to :func:`step` and carries out the actions of the
 returned :class:`Decision`. Each ``ProbeNew``/``ProbeLive`` action yields exactly one
 ``ProbeDone``. Times are passed in (``now``, monotonic seconds); nothing here awaits or reads a
@@ -13,6 +18,7 @@ here.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -28,6 +34,7 @@ from .rollout_events import (
     GateOutcome,
     GatesDone,
     Observation,
+    ProbeCanary,
     ProbeCategory,
     ProbeDone,
     ProbeLive,
@@ -39,12 +46,15 @@ from .rollout_events import (
     RollbackDone,
     RollbackFailed,
     RunGates,
+    SetTraffic,
     StartRevision,
     StopNew,
     Switch,
     SwitchDone,
     SwitchFailed,
     Tick,
+    TrafficFailed,
+    TrafficSet,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +73,7 @@ __all__ = [
     "GatesDone",
     "Observation",
     "Preflight",
+    "ProbeCanary",
     "ProbeCategory",
     "ProbeDone",
     "ProbeLive",
@@ -77,15 +88,19 @@ __all__ = [
     "RolloutPhase",
     "RolloutPolicy",
     "RunGates",
+    "SetTraffic",
     "StartRevision",
     "StopNew",
     "Switch",
     "SwitchDone",
     "SwitchFailed",
     "Tick",
+    "TrafficFailed",
+    "TrafficSet",
     "gates_outcome",
     "preflight",
     "step",
+    "steps_problem",
 ]
 
 
@@ -94,6 +109,8 @@ class RolloutPhase(StrEnum):
     GATING = "gating"
     STARTING = "starting"  # new revision, no traffic
     VERIFYING = "verifying"  # probes against the new revision's own URL
+    SPLITTING = "splitting"  # moving a canary step's share of new connections to it
+    CANARY = "canary"  # a share of new connections on it; judged on its own traffic
     SWITCHING = "switching"
     WATCHING = "watching"  # probes against the live URL, after the switch
     PROMOTED = "promoted"
@@ -109,11 +126,13 @@ TRANSITIONS: dict[RolloutPhase, frozenset[RolloutPhase]] = {
     P.PENDING: frozenset({P.GATING, P.FAILED}),
     P.GATING: frozenset({P.STARTING, P.FAILED, P.PAUSED}),
     P.STARTING: frozenset({P.VERIFYING, P.FAILED}),
-    P.VERIFYING: frozenset({P.SWITCHING, P.FAILED, P.PAUSED}),
+    P.VERIFYING: frozenset({P.SPLITTING, P.SWITCHING, P.FAILED, P.PAUSED}),
+    P.SPLITTING: frozenset({P.CANARY, P.ROLLING_BACK}),
+    P.CANARY: frozenset({P.SPLITTING, P.SWITCHING, P.ROLLING_BACK, P.PAUSED}),
     P.SWITCHING: frozenset({P.WATCHING, P.PROMOTED, P.ROLLING_BACK}),
     P.WATCHING: frozenset({P.PROMOTED, P.ROLLING_BACK, P.PAUSED}),
     P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.FAILED}),
-    P.PAUSED: frozenset({P.GATING, P.VERIFYING, P.WATCHING, P.FAILED, P.ROLLING_BACK}),
+    P.PAUSED: frozenset({P.GATING, P.VERIFYING, P.CANARY, P.WATCHING, P.FAILED, P.ROLLING_BACK}),
     P.PROMOTED: frozenset(),
     P.ROLLED_BACK: frozenset(),
     P.FAILED: frozenset(),
@@ -132,6 +151,14 @@ class RolloutPolicy:
     """K consecutive failed probes after the switch roll back."""
     inconclusive_threshold: int = 3
     """Consecutive inconclusive probes (the probe itself could not run) that pause."""
+    steps: tuple[int, ...] = (100,)
+    """Canary steps: percent of new connections on the candidate, increasing, ending at 100.
+    Each step below 100 is watched for ``watch_seconds`` before the next."""
+
+    def __post_init__(self) -> None:
+        problem = steps_problem(self.steps)
+        if problem is not None:
+            raise ValueError(problem)
 
     @classmethod
     def from_config(cls, deploy: DeployConfig, *, inconclusive_threshold: int = 3) -> RolloutPolicy:
@@ -143,7 +170,20 @@ class RolloutPolicy:
             watch_interval=deploy.watch_interval,
             failure_threshold=deploy.failure_threshold,
             inconclusive_threshold=inconclusive_threshold,
+            steps=tuple(deploy.steps),
         )
+
+
+def steps_problem(steps: Sequence[int]) -> str | None:
+    """Why ``steps`` are not valid canary steps (increasing ints in 1..100 ending at 100)."""
+    steps = list(steps)
+    if not steps or any(type(p) is not int or not 1 <= p <= 100 for p in steps):
+        return f"expected whole percents in 1..100, e.g. [10, 50, 100], got {steps}"
+    if any(a >= b for a, b in itertools.pairwise(steps)):
+        return f"expected increasing percents, e.g. [10, 50, 100], got {steps}"
+    if steps[-1] != 100:
+        return f"the last step must be 100 (all new connections), got {steps}"
+    return None
 
 
 # -- state ----------------------------------------------------------------------------------
@@ -161,7 +201,12 @@ class Rollout:
     ready_at: float | None = None
     """First successful probe of the candidate."""
     switched_at: float | None = None
+    traffic_at: float | None = None
+    """When the candidate first got new connections (a canary step, or the switch)."""
+    percent: int = 0
+    """The share of new connections on the candidate (100 once switched)."""
     watch_until: float | None = None
+    """End of the current watch window: a canary step's, or the one after the switch."""
     ok_streak: int = 0
     failure_streak: int = 0
     failure_since: float | None = None
@@ -339,8 +384,9 @@ def _verify_probe(r: Rollout, obs: ProbeDone, policy: RolloutPolicy) -> Decision
         return _maybe_pause(r, obs, policy, again)
     if cat is ProbeCategory.OK:
         if r.ok_streak >= policy.verify_probes:
-            reason = f"{candidate} passed {r.ok_streak} consecutive probes; switching traffic"
-            return _decide(_move(r, P.SWITCHING, obs.now, reason), Switch(candidate))
+            return _next_step(
+                r, obs.now, policy, f"{candidate} passed {r.ok_streak} consecutive probes"
+            )
         return _decide(r, again)
     if cat in (ProbeCategory.AUTH, ProbeCategory.INTERNAL_ERROR):
         # A revision that denies every handshake (a secret mismatch) or fails internally must
@@ -352,9 +398,87 @@ def _verify_probe(r: Rollout, obs: ProbeDone, policy: RolloutPolicy) -> Decision
     return _decide(r, again)
 
 
+def _next_step(r: Rollout, now: float, policy: RolloutPolicy, why: str) -> Decision:
+    """After verification, or a canary step's clean window: the next share of traffic."""
+    candidate = r.candidate
+    assert candidate is not None
+    percent = next((p for p in policy.steps if p > r.percent), 100)
+    if percent < 100 and r.previous is None:
+        # Nothing else serves: there is no one to share new connections with.
+        reason = f"{why}; first deploy, nothing to share traffic with: switching whole"
+        return _decide(_move(r, P.SWITCHING, now, reason), Switch(candidate))
+    if percent < 100:
+        assert r.previous is not None
+        reason = f"{why}; sending {percent}% of new connections to {candidate}"
+        r = _move(r, P.SPLITTING, now, reason)
+        return _decide(r, SetTraffic(candidate, r.previous, percent))
+    reason = f"{why}; switching traffic"
+    return _decide(_move(r, P.SWITCHING, now, reason), Switch(candidate))
+
+
+def _traffic_set(r: Rollout, obs: TrafficSet, policy: RolloutPolicy) -> Decision:
+    assert r.candidate is not None
+    reason = (
+        f"{obs.percent}% of new connections on {r.candidate}; watching it on its own traffic "
+        f"for {policy.watch_seconds:g}s"
+    )
+    changes = {
+        "percent": obs.percent,
+        "traffic_at": r.traffic_at if r.traffic_at is not None else obs.now,
+        "watch_until": obs.now + policy.watch_seconds,
+    }
+    r = _move(r, P.CANARY, obs.now, reason, **changes, **_FRESH)
+    if policy.watch_seconds <= 0:
+        return _next_step(r, obs.now, policy, f"{r.candidate} at {obs.percent}% (no watch window)")
+    return _decide(r, ProbeCanary(r.candidate, after=0.0))
+
+
+def _traffic_failed(r: Rollout, obs: TrafficFailed, policy: RolloutPolicy) -> Decision:
+    # As with a failed switch: the split may have half happened, so restore explicitly.
+    reason = (
+        f"moving new connections to {r.candidate} failed: {obs.error}; restoring the previous "
+        "routing"
+    )
+    r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
+    return _decide(r, RollBack(r.previous))
+
+
+def _canary_probe(r: Rollout, obs: ProbeDone, policy: RolloutPolicy) -> Decision:
+    candidate = r.candidate
+    assert candidate is not None
+    cat = _enum(ProbeCategory, obs.category, "probe category")
+    r = _count(r, cat, obs)
+    again = ProbeCanary(candidate, policy.watch_interval)
+    if cat is ProbeCategory.INCONCLUSIVE:
+        return _maybe_pause(r, obs, policy, again)
+    if cat is not ProbeCategory.OK and r.failure_streak >= policy.failure_threshold:
+        since = _since_traffic(r, r.failure_since)
+        reason = (
+            f"{r.failure_streak} consecutive failed probes of {candidate} at the {r.percent}% "
+            f"step (first{since}): {cat}: {obs.detail or cat}; rolling back"
+        )
+        r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=r.failure_since)
+        return _decide(r, RollBack(r.previous))
+    advanced = _maybe_advance(r, obs.now, policy)
+    return advanced or _decide(r, again)
+
+
+def _maybe_advance(r: Rollout, now: float, policy: RolloutPolicy) -> Decision | None:
+    # As for promotion: only on a success once the step's window is over.
+    assert r.watch_until is not None
+    if now < r.watch_until or r.last_probe is not ProbeCategory.OK:
+        return None
+    return _next_step(r, now, policy, f"{r.candidate} clean at {r.percent}%")
+
+
 def _switch_done(r: Rollout, obs: SwitchDone, policy: RolloutPolicy) -> Decision:
     assert r.candidate is not None
-    changes = {"switched_at": obs.now, "watch_until": obs.now + policy.watch_seconds}
+    changes = {
+        "switched_at": obs.now,
+        "watch_until": obs.now + policy.watch_seconds,
+        "percent": 100,
+        "traffic_at": r.traffic_at if r.traffic_at is not None else obs.now,
+    }
     if policy.watch_seconds <= 0:
         r = _move(r, P.PROMOTED, obs.now, f"{r.candidate} promoted (no watch window)", **changes)
         return _finish(r, *_drain_previous(r))
@@ -414,6 +538,8 @@ def _resume(r: Rollout, obs: Resume, policy: RolloutPolicy) -> Decision:
         return _decide(r, ProbeNew(candidate, 0.0))
     until = obs.now + policy.watch_seconds
     r = _move(r, to, obs.now, reason, paused_from=None, watch_until=until, **fresh)
+    if to is P.CANARY:
+        return _decide(r, ProbeCanary(candidate, 0.0))
     return _decide(r, ProbeLive(0.0))
 
 
@@ -421,8 +547,9 @@ def _cancel(r: Rollout, obs: Cancel) -> Decision:
     where = r.paused_from if r.phase is P.PAUSED else r.phase
     if r.phase is P.ROLLING_BACK:
         return Decision(r, (), f"already rolling back; {obs.reason} ignored")
-    if where in (P.SWITCHING, P.WATCHING):
-        reason = f"{obs.reason} after the switch; rolling back"
+    if where in (P.SPLITTING, P.CANARY, P.SWITCHING, P.WATCHING):
+        when = "after the switch" if where in (P.SWITCHING, P.WATCHING) else "during a canary step"
+        reason = f"{obs.reason} {when}; rolling back"
         r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
         return _decide(r, RollBack(r.previous))
     return _fail_before_traffic(r, obs.now, f"{obs.reason} during {where}; no traffic was moved")
@@ -437,6 +564,10 @@ def _tick(r: Rollout, obs: Tick, policy: RolloutPolicy) -> Decision:
         promoted = _maybe_promote(r, obs.now)
         if promoted:
             return promoted
+    if r.phase is P.CANARY:
+        advanced = _maybe_advance(r, obs.now, policy)
+        if advanced:
+            return advanced
     return Decision(r, (), r.reason)
 
 
@@ -485,7 +616,10 @@ def _count(r: Rollout, cat: ProbeCategory, obs: ProbeDone) -> Rollout:
 def _maybe_pause(r: Rollout, obs: ProbeDone, policy: RolloutPolicy, retry: Action) -> Decision:
     if r.inconclusive_streak < policy.inconclusive_threshold:
         return _decide(r, retry)
-    where = "traffic stays on the new revision" if r.phase is P.WATCHING else "no traffic moved"
+    where = {
+        P.WATCHING: "traffic stays on the new revision",
+        P.CANARY: f"traffic stays split ({r.percent}% of new connections on {r.candidate})",
+    }.get(r.phase, "no traffic moved")
     reason = (
         f"{r.inconclusive_streak} inconclusive probes in a row ({obs.detail or 'probe could not run'})"
         f"; paused, {where}"
@@ -525,6 +659,12 @@ def _deadline_reason(r: Rollout, policy: RolloutPolicy) -> str:
     )
 
 
+def _since_traffic(r: Rollout, t: float | None) -> str:
+    if t is None or r.traffic_at is None:
+        return ""
+    return f" {t - r.traffic_at:.1f}s after it got traffic"
+
+
 def _since(r: Rollout, t: float | None) -> str:
     if t is None or r.switched_at is None:
         return ""
@@ -549,6 +689,9 @@ _HANDLERS: dict[tuple[RolloutPhase, type], Callable[[Rollout, Any, RolloutPolicy
     (P.STARTING, RevisionFailed): _start_failed,
     (P.VERIFYING, ProbeDone): _verify_probe,
     (P.VERIFYING, RevisionFailed): _start_failed,
+    (P.SPLITTING, TrafficSet): _traffic_set,
+    (P.SPLITTING, TrafficFailed): _traffic_failed,
+    (P.CANARY, ProbeDone): _canary_probe,
     (P.SWITCHING, SwitchDone): _switch_done,
     (P.SWITCHING, SwitchFailed): _switch_failed,
     (P.WATCHING, ProbeDone): _watch_probe,

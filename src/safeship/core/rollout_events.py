@@ -25,6 +25,7 @@ __all__ = [
     "GateOutcome",
     "GatesDone",
     "Observation",
+    "ProbeCanary",
     "ProbeCategory",
     "ProbeDone",
     "ProbeLive",
@@ -36,12 +37,15 @@ __all__ = [
     "RollbackDone",
     "RollbackFailed",
     "RunGates",
+    "SetTraffic",
     "StartRevision",
     "StopNew",
     "Switch",
     "SwitchDone",
     "SwitchFailed",
     "Tick",
+    "TrafficFailed",
+    "TrafficSet",
 ]
 
 
@@ -102,6 +106,21 @@ class SwitchFailed:
 
 
 @dataclass(frozen=True)
+class TrafficSet:
+    """A canary step's split is confirmed: ``percent`` % of new connections go to the
+    candidate."""
+
+    now: float
+    percent: int
+
+
+@dataclass(frozen=True)
+class TrafficFailed:
+    now: float
+    error: str
+
+
+@dataclass(frozen=True)
 class RollbackDone:
     now: float
 
@@ -140,6 +159,8 @@ Observation = (
     | ProbeDone
     | SwitchDone
     | SwitchFailed
+    | TrafficSet
+    | TrafficFailed
     | RollbackDone
     | RollbackFailed
     | Tick
@@ -170,6 +191,25 @@ class ProbeNew:
 @dataclass(frozen=True)
 class Switch:
     revision: str
+
+
+@dataclass(frozen=True)
+class SetTraffic:
+    """A canary step: ``percent`` % (1..99) of new connections to ``revision``, the rest to
+    ``previous``."""
+
+    revision: str
+    previous: str
+    percent: int
+
+
+@dataclass(frozen=True)
+class ProbeCanary:
+    """Judge the candidate on its own traffic during a canary step: probes to its own URL, and
+    its close and denial rates against the previous revision's where both expose metrics."""
+
+    revision: str
+    after: float
 
 
 @dataclass(frozen=True)
@@ -205,6 +245,8 @@ Action = (
     RunGates
     | StartRevision
     | ProbeNew
+    | SetTraffic
+    | ProbeCanary
     | Switch
     | ProbeLive
     | RollBack
