@@ -39,11 +39,11 @@ from _gen_tree import Tree, generate
 from _score import Located, Score, score
 
 from safeship.config import Manifest
-from safeship.gates.engines import find_binary
-from safeship.gates.imports import ImportsGate
+from safeship.gates.static.engines import find_binary
+from safeship.gates.imports.gate import ImportsGate
 from safeship.gates.model import Finding, Tier
 from safeship.gates.runner import CheckContext, build_context
-from safeship.gates.static import StaticGate
+from safeship.gates.static.gate import StaticGate
 
 GENERATED = Path(__file__).parent / "_generated"
 DEADLINE = 1800.0  # seconds, for any one external tool

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from safeship.config import Manifest
 from safeship.gates import build_context
-from safeship.gates.imports import ImportsGate
+from safeship.gates.imports.gate import ImportsGate
 
 GENERATED = Path(__file__).resolve().parent / "_generated" / "imports_speed"
 PACKAGE = "benchsvc"

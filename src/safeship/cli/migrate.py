@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from ..config import load_manifest
 from ..errors import UsageError
-from ..gates.legacy import Reference, find_references, parse_rename, rename_references
+from ..gates.legacy.gate import Reference, find_references, parse_rename, rename_references
 from ._output import console, emit_json
 
 __all__ = ["register"]

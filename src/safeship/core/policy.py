@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Manifest
 from ..errors import UsageError
-from ..gates.model import Tier
+from .triage import Tier
+
+if TYPE_CHECKING:
+    from ..config import Manifest
 
 __all__ = ["DEPLOY_GATES", "GatePlan", "block_tiers", "deploy_gates", "plan_gates"]
 

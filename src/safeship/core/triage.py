@@ -1,7 +1,7 @@
 """The tier of a static finding: how certain it is to break the service, and why.
 
-Pure: the facts come from the AST context of the finding (``gates/context.py``) and from
-reachability (``gates/graph.py``); this module only decides. The rules are applied in a fixed
+Pure: the facts come from the AST context of the finding (``gates/static/context.py``) and from
+reachability (``gates/static/graph.py``); this module only decides. The rules are applied in a fixed
 order -- test code first, then whether the service imports the module at all, then the
 reasons a finding can never fire at runtime, then *when* the faulty expression is evaluated.
 """
@@ -11,9 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from safeship.gates.model import Tier
+__all__ = ["AnnotationKind", "Decision", "Facts", "Tier", "Where", "is_test_path", "triage"]
 
-__all__ = ["AnnotationKind", "Decision", "Facts", "Where", "is_test_path", "triage"]
+
+class Tier(StrEnum):
+    """How certain it is that a finding breaks the service, most certain first."""
+
+    BREAKS_STARTUP = "breaks-startup"
+    BREAKS_ON_CALL = "breaks-on-call"
+    UNREACHABLE = "unreachable"
+    NOISE = "noise"
+    # Findings of gates other than static are not triaged by reachability.
+    ERROR = "error"
+    WARNING = "warning"
 
 
 class Where(StrEnum):

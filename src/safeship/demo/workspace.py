@@ -201,7 +201,7 @@ class Workspace:
 
     def migrate_legacy_name(self) -> list[str]:
         """r5: the good change: every use of the legacy name rewritten (libcst)."""
-        from ..gates.legacy import rename_references
+        from ..gates.legacy.gate import rename_references
 
         outcome = rename_references(
             self.examples, LEGACY_OLD, LEGACY_NEW, write=True, import_root=self.examples

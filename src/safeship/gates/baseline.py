@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from safeship.errors import GateError
-from safeship.gates.model import Finding
+from ..errors import GateError
+from .model import Finding
 
 __all__ = [
     "SCHEMA",

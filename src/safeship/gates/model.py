@@ -11,19 +11,9 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ..core.triage import Tier
+
 __all__ = ["Finding", "GateResult", "GateStatus", "Report", "Tier"]
-
-
-class Tier(StrEnum):
-    """How certain it is that a finding breaks the service, most certain first."""
-
-    BREAKS_STARTUP = "breaks-startup"
-    BREAKS_ON_CALL = "breaks-on-call"
-    UNREACHABLE = "unreachable"
-    NOISE = "noise"
-    # Findings of gates other than static are not triaged by reachability.
-    ERROR = "error"
-    WARNING = "warning"
 
 
 class GateStatus(StrEnum):

@@ -39,9 +39,9 @@ _MAX_ZYGOTES = 64
 
 
 def _load_child_module():
-    """``_import_child.py``, loaded by path: this script's directory is not on ``sys.path``
+    """``child.py``, loaded by path: this script's directory is not on ``sys.path``
     (it must not shadow the project's modules), and the package must not be imported."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_import_child.py")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.py")
     spec = importlib.util.spec_from_file_location("_safeship_import_child", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -55,7 +55,7 @@ _c = _load_child_module()
 
 class _Forked(BaseException):
     """Raised in a child the root just forked, to unwind to ``main`` before importing: every
-    child imports at the same, shallow stack depth (see ``_import_child``)."""
+    child imports at the same, shallow stack depth (see ``child``)."""
 
     def __init__(self, task):
         super().__init__()

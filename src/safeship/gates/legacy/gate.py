@@ -20,7 +20,9 @@ from libcst.metadata import (
     QualifiedNameSource,
 )
 
-from ._rename import (
+from ..model import Finding, GateResult, Tier
+from ..runner import CheckContext, python_files, result_from_findings
+from .rename import (
     RenameOutcome,
     import_root_for,
     import_targets,
@@ -31,8 +33,6 @@ from ._rename import (
     rel_path,
     rename_references,
 )
-from .model import Finding, GateResult, Tier
-from .runner import CheckContext, python_files, result_from_findings
 
 __all__ = [
     "LegacyGate",

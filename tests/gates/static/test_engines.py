@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from safeship.gates import engines
-from safeship.gates.engines import EngineSpec, find_binary, parse_graph, parse_ruff, parse_ty
+from safeship.gates.static import engines
+from safeship.gates.static.engines import EngineSpec, find_binary, parse_graph, parse_ruff, parse_ty
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "static" / "project"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "static" / "project"
 ROOT = Path("/project")
 
 RUFF_OUTPUT = [

@@ -10,7 +10,7 @@ import pytest
 from safeship.config import load_manifest
 from safeship.errors import UsageError
 from safeship.gates import GateStatus, Tier, build_context
-from safeship.gates.legacy import (
+from safeship.gates.legacy.gate import (
     LegacyGate,
     find_references,
     import_root_for,
@@ -19,7 +19,7 @@ from safeship.gates.legacy import (
 )
 from safeship.testing import scaled
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "check" / "legacy_proj"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "check" / "legacy_proj"
 OLD = "shop.db.DatabaseSessionManager"
 NEW = "shop.db.SessionManager"
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model import Finding, Tier
+from ..model import Finding, Tier
 
 __all__ = ["ImportOutcome", "outcomes_to_findings"]
 

@@ -9,7 +9,7 @@ import pytest
 
 from safeship.config import GatesConfig, Manifest, ServiceConfig, load_manifest
 from safeship.gates import GateStatus, Tier, build_context
-from safeship.gates.imports import (
+from safeship.gates.imports.gate import (
     ImportsGate,
     discover_modules,
     import_modules,
@@ -19,7 +19,7 @@ from safeship.gates.imports import (
 )
 from safeship.tokens import mint
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "check" / "imports_proj"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "check" / "imports_proj"
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from libcst.helpers import (
 )
 from libcst.metadata import MetadataWrapper, ScopeProvider
 
-from ..errors import UsageError
-from .runner import python_files
+from ...errors import UsageError
+from ..runner import python_files
 
 __all__ = [
     "RenameOutcome",

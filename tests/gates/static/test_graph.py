@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import textwrap
 
-from safeship.gates.graph import ImportGraph, ModuleMap, Reach, import_sites, render_chain
+from safeship.gates.static.graph import ImportGraph, ModuleMap, Reach, import_sites, render_chain
 
 
 def test_module_map_names_and_candidates() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from safeship.core.triage import AnnotationKind, Facts, Where
 from safeship.gates.baseline import text_scope
-from safeship.gates.context import FileContext
+from safeship.gates.static.context import FileContext
 
 
 def locate(source: str, marker: str = "X") -> tuple[Facts, str | None]:

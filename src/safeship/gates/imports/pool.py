@@ -1,6 +1,6 @@
 """The parent side of the imports gate's fork server.
 
-One worker interpreter (``_import_worker.py``) imports the modules, ``jobs`` children at a
+One worker interpreter (``worker.py``) imports the modules, ``jobs`` children at a
 time, and streams one JSON line per module. The parent reads them with a deadline. A worker
 that dies, stops answering, or reports that a preload tainted it is replaced by a fresh one
 for the modules still left.
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._import_findings import ImportOutcome
-from ._import_plan import ImportPlan
+from .findings import ImportOutcome
+from .plan import ImportPlan
 
 __all__ = ["import_modules"]
 
-WORKER = Path(__file__).resolve().with_name("_import_worker.py")
+WORKER = Path(__file__).resolve().with_name("worker.py")
 _GRACE = 60.0  # beyond a module's deadline (preloading may run in between), before giving up
 _PRELOAD_TIMEOUT = 10.0
 _READY_TIMEOUT = 120.0
@@ -129,7 +129,7 @@ def _parse_stack(text: str) -> tuple[tuple[str, int, str, str], ...]:
         filename = match.group(1)
         if (
             filename.startswith("<frozen")
-            or filename in (str(WORKER), str(WORKER.with_name("_import_child.py")))
+            or filename in (str(WORKER), str(WORKER.with_name("child.py")))
             or filename.endswith(os.path.join("importlib", "__init__.py"))
         ):
             continue
@@ -203,7 +203,7 @@ def import_modules(
     python: str | None = None,
 ) -> tuple[list[ImportOutcome], dict[str, Any]]:
     """Import each module in a child forked from a first-party-free worker (or from the
-    child that imported its spine dependency, see ``_import_plan``).
+    child that imported its spine dependency, see ``plan``).
 
     Args:
         modules: dotted module names, importable from ``import_root``.

@@ -21,19 +21,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safeship.core.triage import Facts, Where, is_test_path, triage
-from safeship.errors import GateError
-from safeship.gates import engines
-from safeship.gates.baseline import (
+from ...core.triage import Facts, Where, is_test_path, triage
+from ...errors import GateError
+from ..baseline import (
     Baseline,
     apply_baseline,
     load_baseline,
     text_scope,
     write_baseline,
 )
-from safeship.gates.context import FileContext
-from safeship.gates.engines import Diagnostic, EngineRun, EngineSpec
-from safeship.gates.graph import (
+from ..model import Finding, GateResult, GateStatus, Tier
+from . import engines
+from .context import FileContext
+from .engines import Diagnostic, EngineRun, EngineSpec
+from .graph import (
     ImportGraph,
     Layout,
     ModuleMap,
@@ -43,10 +44,9 @@ from safeship.gates.graph import (
     project_layout,
     render_chain,
 )
-from safeship.gates.model import Finding, GateResult, GateStatus, Tier
 
 if TYPE_CHECKING:
-    from safeship.gates.runner import CheckContext
+    from ..runner import CheckContext
 
 __all__ = ["DEFAULT_BASELINE", "StaticGate"]
 
@@ -177,7 +177,7 @@ class _Run:
         modules["reachability"] = "complete"
 
     def _walk_files(self) -> list[str]:
-        from safeship.gates.runner import python_files
+        from ..runner import python_files
 
         root = self.layout.root
         return [

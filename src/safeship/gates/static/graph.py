@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from safeship.gates.baseline import enclosing_blocks
+from ..baseline import enclosing_blocks
 
 if TYPE_CHECKING:
-    from safeship.gates.runner import CheckContext
+    from ..runner import CheckContext
 
 __all__ = [
     "ImportGraph",

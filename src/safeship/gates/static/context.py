@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from safeship.core.triage import AnnotationKind, Facts, Where
-from safeship.gates.baseline import statement_rows, statement_starts
-from safeship.gates.graph import name_origin
+from ...core.triage import AnnotationKind, Facts, Where
+from ..baseline import statement_rows, statement_starts
+from .graph import name_origin
 
 __all__ = ["FileContext"]
 

@@ -1,4 +1,4 @@
-"""The child side of the imports gate's fork server (see ``_import_worker.py``).
+"""The child side of the imports gate's fork server (see ``worker.py``).
 
 Standard library only: it runs in the worker interpreter, which must import nothing of the
 project's and nothing of safeship's. A child imports one module and reports; a child that
@@ -22,7 +22,7 @@ import threading
 import traceback
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_OWN_FILES = {os.path.join(_HERE, n) for n in ("_import_worker.py", "_import_child.py")}
+_OWN_FILES = {os.path.join(_HERE, n) for n in ("worker.py", "child.py")}
 _LEARN_LIMIT = 400
 _REAP_POLL = 0.02  # seconds between checks for exited children while some are running
 MSG = 1 << 20

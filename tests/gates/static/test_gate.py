@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from safeship.config import Manifest, load_manifest
-from safeship.gates.graph import project_layout
+from safeship.gates.static.graph import project_layout
 from safeship.gates.model import Finding, GateResult, GateStatus, Tier
 from safeship.gates.runner import CheckContext, build_context
-from safeship.gates.static import StaticGate
+from safeship.gates.static.gate import StaticGate
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "static" / "project"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "static" / "project"
 STARTUP, ON_CALL, UNREACHABLE, NOISE = (
     Tier.BREAKS_STARTUP,
     Tier.BREAKS_ON_CALL,

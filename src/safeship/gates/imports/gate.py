@@ -1,10 +1,10 @@
 """The ``imports`` gate: import every module of the package in a fresh interpreter state.
 
-A fork server makes this fast: a worker interpreter (``_import_worker.py``) imports nothing
+A fork server makes this fast: a worker interpreter (``worker.py``) imports nothing
 first-party and forks a child per module, several at a time, so no import sees what another
 module's import did and none pays ~30 ms for a new interpreter. A module may start from the
 child that imported one of its dependencies when that is equivalent to a fresh import
-(``_import_plan``), which spares it re-importing that dependency's closure. Each child has a
+(``plan``), which spares it re-importing that dependency's closure. Each child has a
 deadline; a hang is killed with its process group and reported with the stack it hung in.
 """
 
@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._import_findings import ImportOutcome, outcomes_to_findings
-from ._import_plan import ImportPlan, plan_imports, plan_spines
-from ._import_pool import import_modules
-from .model import GateResult, GateStatus
-from .runner import CheckContext, python_files, result_from_findings
+from ..model import GateResult, GateStatus
+from ..runner import CheckContext, python_files, result_from_findings
+from .findings import ImportOutcome, outcomes_to_findings
+from .plan import ImportPlan, plan_imports, plan_spines
+from .pool import import_modules
 
 __all__ = [
     "ImportOutcome",
@@ -101,7 +101,7 @@ def _read(path: Path) -> str | None:
 
 def _redact(text: str) -> str:
     try:
-        from ..secrets import redact
+        from ...secrets import redact
     except ImportError:  # pragma: no cover - part of every build
         return text
     return redact(text)
@@ -119,7 +119,7 @@ class ImportsGate:
         python: interpreter for the worker (default: this one).
         preload: import third-party modules once in the worker, before forking.
         reuse: start a module from the process that imported its dependency when that is
-            equivalent to a fresh import (see ``_import_plan``); False: always pristine.
+            equivalent to a fresh import (see ``plan``); False: always pristine.
         """
         self.python = python
         self.preload = preload
