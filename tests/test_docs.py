@@ -13,6 +13,7 @@ from safeship.config import (
     DeployConfig,
     EnvironmentConfig,
     GatesConfig,
+    KubernetesConfig,
     SecretConfig,
     ServiceConfig,
 )
@@ -43,6 +44,7 @@ def _documented_keys(section: str) -> set[str]:
         ("gates", GatesConfig),
         ("gates.boot", BootConfig),
         ("deploy", DeployConfig),
+        ("deploy.kubernetes", KubernetesConfig),
     ],
 )
 def test_manifest_reference_lists_every_key(section, model):

@@ -22,7 +22,10 @@ __all__ = [
     "DeployConfig",
     "EnvironmentConfig",
     "GatesConfig",
+    "KubernetesConfig",
     "Manifest",
+    "MonitorConfig",
+    "NotifyConfig",
     "SecretConfig",
     "ServiceConfig",
     "current_env",
@@ -163,6 +166,36 @@ class GatesConfig(_Model):
     boot: BootConfig = Field(default_factory=BootConfig)
 
 
+class KubernetesConfig(_Model):
+    """``[deploy.kubernetes]``: where and how the Kubernetes target runs revisions."""
+
+    namespace: str = "default"
+    context: str | None = None
+    """The kubeconfig context; ignored when running in a pod (in-cluster config)."""
+    kubeconfig: str | None = None
+    """A kubeconfig file; default ``$KUBECONFIG``, then ``~/.kube/config``."""
+    in_cluster: bool | None = None
+    """Use the pod's service account; default: when ``KUBERNETES_SERVICE_HOST`` is set."""
+    image: str | None = None
+    """The image revisions run when ``--image`` is not given."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    replicas: int = Field(default=1, ge=1)
+    secret: str | None = None
+    """The Secret whose keys become the container's environment (``envFrom``)."""
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    url_template: str = "http://{name}.{namespace}.svc:{port}"
+    """How a Service is reached: ``{name}``, ``{namespace}``, ``{port}``, ``{node_port}``."""
+    front_url: str | None = None
+    """The stable URL users connect to; default: the stable Service through ``url_template``."""
+    gateway_route: str | None = None
+    """An HTTPRoute whose backendRefs weights carry canary steps."""
+    pre_stop_seconds: int = Field(default=5, ge=0)
+    manifests: list[str] = Field(default_factory=list)
+    """YAML files the deploy-config gate checks (Deployments, Services, PDBs)."""
+    request_timeout: float = Field(default=10.0, gt=0)
+    poll_interval: float = Field(default=0.1, gt=0)
+
+
 class DeployConfig(_Model):
     target: str = "local"
     port: int = Field(default=8700, ge=1, le=65535)
@@ -190,6 +223,7 @@ class DeployConfig(_Model):
     steps: list[int] = Field(default_factory=lambda: [100])
     """Canary steps: percent of NEW connections on the new revision, each watched for
     ``watch_seconds``; e.g. ``[10, 50, 100]``. ``[100]`` switches all at once."""
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
 
     @field_validator("probe_send")
     @classmethod
@@ -207,6 +241,57 @@ class DeployConfig(_Model):
         return value
 
 
+class MonitorConfig(_Model):
+    environments: list[str] = Field(default_factory=list)
+    """Environments ``safeship monitor`` probes without ``--env``; default: every declared
+    environment with a ``url``, plus the one the deploy target serves."""
+    interval: float = Field(default=10.0, ge=1.0)
+    timeout: float = Field(default=2.0, gt=0)
+    revisions: bool = True
+    """Also probe each running revision's own URL, where the target gives one."""
+    window: int = Field(default=5, ge=1)
+    failures: int = Field(default=3, ge=1)
+    """Failed probes among the last ``window`` that open an incident."""
+    successes: int = Field(default=2, ge=1)
+    """Successful probes in a row that resolve it."""
+    latency_threshold_ms: float = Field(default=1000.0, gt=0)
+    latency_samples: int = Field(default=20, ge=1)
+    objective: float = Field(default=0.999, gt=0, lt=1)
+    fast_windows: list[float] = Field(default_factory=lambda: [3600.0, 300.0])
+    fast_burn: float = Field(default=14.4, gt=0)
+    slow_windows: list[float] = Field(default_factory=lambda: [21600.0, 1800.0])
+    slow_burn: float = Field(default=6.0, gt=0)
+    listen: str = "127.0.0.1:9464"
+    """``HOST:PORT`` of ``/metrics`` and ``/analysis/<env>``; empty for none."""
+    history_hours: float = Field(default=168.0, gt=0)
+
+    @field_validator("fast_windows", "slow_windows")
+    @classmethod
+    def _long_then_short(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or not 0 < value[1] <= value[0]:
+            raise ValueError("expected [long, short] in seconds, e.g. [3600, 300]")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535):
+            raise ValueError("expected HOST:PORT, e.g. '127.0.0.1:9464', or '' for none")
+        return value
+
+
+class NotifyConfig(_Model):
+    urls_env: str = "SAFESHIP_NOTIFY_URLS"
+    """The environment variable holding the apprise URLs (comma or space separated)."""
+    events: list[str] = Field(default_factory=list)
+    """Event kinds to send; empty for all."""
+    dedupe_seconds: float = Field(default=300.0, ge=0)
+    max_messages: int = Field(default=20, ge=1)
+    per_seconds: float = Field(default=60.0, gt=0)
+    timeout: float = Field(default=10.0, gt=0)
+
+
 class Manifest(_Model):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -215,6 +300,8 @@ class Manifest(_Model):
     legacy: dict[str, str] = Field(default_factory=dict)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     # Where the manifest came from; not part of the file.
     path: Path | None = Field(default=None, exclude=True)
