@@ -14,6 +14,8 @@ from safeship.config import (
     EnvironmentConfig,
     GatesConfig,
     KubernetesConfig,
+    MonitorConfig,
+    NotifyConfig,
     SecretConfig,
     ServiceConfig,
 )
@@ -45,6 +47,8 @@ def _documented_keys(section: str) -> set[str]:
         ("gates.boot", BootConfig),
         ("deploy", DeployConfig),
         ("deploy.kubernetes", KubernetesConfig),
+        ("monitor", MonitorConfig),
+        ("notify", NotifyConfig),
     ],
 )
 def test_manifest_reference_lists_every_key(section, model):
