@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from .deploy.procs import free_port
+from .procs import free_port
 
 __all__ = ["free_port", "run_server", "scaled", "wait_until", "wait_until_async"]
 

@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from safeship.config import DeployConfig, Manifest
-from safeship.deploy import procs
+from safeship import procs
 from safeship.deploy.front import request
 from safeship.deploy.targets import (
     Lifecycle,

@@ -17,7 +17,7 @@ import pytest
 
 from safeship.core.policy import deploy_gates
 from safeship.core.rollout import RolloutPolicy
-from safeship.deploy import procs
+from safeship import procs
 from safeship.deploy.audit import AuditLog, verify
 from safeship.deploy.pipeline import DeployRequest, DeployResult, Pipeline, Services
 from safeship.deploy.probes import ProbeOutcome

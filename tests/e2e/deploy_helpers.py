@@ -20,7 +20,7 @@ from typing import Any
 
 from safeship.cli import main
 from safeship.config import load_manifest
-from safeship.deploy import procs
+from safeship import procs
 from safeship.deploy.operations import down
 from safeship.testing import free_port, scaled, wait_until
 from safeship.tokens import mint

@@ -21,7 +21,7 @@ from typing import Any
 from ..deploy.audit import audit_path, verify
 from ..deploy.operations import deploy, down
 from ..deploy.pipeline import DeployRequest
-from ..deploy.procs import free_port
+from ..procs import free_port
 from ..deploy.record import Event
 from .load import ClientLoad
 from .workspace import Workspace

@@ -5,8 +5,13 @@ NEW connections go; open ones keep their backend until it drains them. With no b
 backend that refuses, the front answers at once with ``503`` and ``Retry-After: 1`` and closes:
 it never holds an accepted connection that no one serves.
 
+A canary step splits new connections by weight: ``percent`` % go to the canary port, the rest
+to the backend, chosen per accepted connection by smooth weighted round-robin (exact shares
+even over a handful of connections). A switch ends the split.
+
 Controlled through a unix socket (one JSON line in, one out):
-``{"op": "switch", "port": N | null}`` and ``{"op": "status"}``.
+``{"op": "switch", "port": N | null}``, ``{"op": "split", "port": N, "percent": 1..99}`` and
+``{"op": "status"}``.
 
 Run as ``python -m safeship.deploy.front --port 8700 --control PATH [--backend PORT]``.
 """
@@ -26,8 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.canary import WeightedChoice
 from ..errors import TargetError
-from . import procs
+from .. import procs
 
 __all__ = ["Front", "control_path", "launch", "main", "request"]
 
@@ -73,8 +79,12 @@ class Front:
     ) -> None:
         self.host, self.port, self.control = host, port, control
         self.backend, self.backend_host = backend, backend_host
+        self.canary: dict[str, int] | None = None
+        """``{"port": N, "percent": P}`` during a canary step."""
+        self._choice: WeightedChoice[int] | None = None
         self.served = 0
         self.refused = 0
+        self.served_by: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
         self._stopped = asyncio.Event()
@@ -116,6 +126,8 @@ class Front:
             "host": self.host,
             "port": self.port,
             "backend": self.backend,
+            "canary": self.canary,
+            "served_by": {str(port): n for port, n in self.served_by.items()},
             "connections": sum(1 for t in self._tasks if t.get_name() == "conn"),
             "served": self.served,
             "refused": self.refused,
@@ -135,7 +147,7 @@ class Front:
             _event(sys.stderr, "front_connection_error", error=repr(exc))
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backend = self.backend  # read once: a switch during the connect must not split it
+        backend = self._pick()  # once: a switch during the connect must not split it
         try:
             if backend is None:
                 await self._refuse(reader, writer, "no revision is serving")
@@ -148,11 +160,17 @@ class Front:
                 await self._refuse(reader, writer, f"the revision on port {backend} refused")
                 return
             self.served += 1
+            self.served_by[backend] = self.served_by.get(backend, 0) + 1
             await self._splice(reader, writer, up_reader, up_writer)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def _pick(self) -> int | None:
+        if self._choice is None:
+            return self.backend
+        return self._choice.pick()
 
     async def _refuse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, detail: str
@@ -217,8 +235,32 @@ class Front:
             if not valid:
                 return {"ok": False, "error": f"port must be 1-65535 or null, got {port!r}"}
             previous, self.backend = self.backend, port
+            self.canary = self._choice = None
             return {"ok": True, "backend": port, "previous": previous}
-        return {"ok": False, "error": f"unknown op {op!r}; expected 'switch' or 'status'"}
+        if op == "split":
+            return self._split(message)
+        return {
+            "ok": False,
+            "error": f"unknown op {op!r}; expected 'switch', 'split' or 'status'",
+        }
+
+    def _split(self, message: dict[str, Any]) -> dict[str, Any]:
+        port, percent = message.get("port"), message.get("percent")
+        if not (type(port) is int and 0 < port < 65536):
+            return {"ok": False, "error": f"port must be 1-65535, got {port!r}"}
+        if not (type(percent) is int and 1 <= percent <= 99):
+            return {
+                "ok": False,
+                "error": f"percent must be 1-99 (100 is a switch), got {percent!r}",
+            }
+        if self.backend is None or self.backend == port:
+            return {
+                "ok": False,
+                "error": "a split needs a serving backend other than the canary; switch first",
+            }
+        self.canary = {"port": port, "percent": percent}
+        self._choice = WeightedChoice({self.backend: 100 - percent, port: percent})
+        return {"ok": True, "backend": self.backend, "canary": self.canary}
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:

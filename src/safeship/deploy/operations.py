@@ -22,7 +22,7 @@ from ..core.rollout import RolloutPolicy
 from ..errors import ConfigError, DeployError, UsageError
 from ..gates.model import GateResult
 from ..secrets import candidate_names, register_secret
-from . import procs
+from .. import procs
 from ._actions import GateRunner
 from .audit import AuditLog, audit_path
 from .pipeline import DeployRequest, DeployResult, Pipeline, Services

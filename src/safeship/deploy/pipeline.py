@@ -38,7 +38,7 @@ from ..core.rollout import (
     preflight,
     step,
 )
-from . import procs
+from .. import procs
 from ._actions import Executor, GateRunner
 from .audit import AuditLog
 from .probes import Prober

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import current_env
 from ..errors import DeployError, SafeshipError
-from . import procs
+from .. import procs
 from ._actions import Executor
 from .pipeline import DeployResult
 from .record import EventSink, Recorder

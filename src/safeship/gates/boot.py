@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from ..deploy.procs import free_port
+from ..procs import free_port
 from ..errors import SecretError
 from ..probe import probe_ws
 from ..probe.steps import Step

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import TargetError
-from .. import procs
+from ... import procs
 from ..front import control_path, launch, request
 from ..state import FrontRow, RevisionRow, StateStore
 from .base import (
@@ -176,6 +176,35 @@ class LocalTarget:
         if row.traffic_at is None:
             self.store.update_revision(revision_id, traffic_at=now)
 
+    async def split(self, new: str, old: str, percent: int) -> None:
+        """A canary step: ``percent`` % of new connections to ``new``, the rest to ``old``
+        (which must be the serving revision); returns once the front confirmed it."""
+        if not 1 <= percent <= 99:
+            raise TargetError(f"a split takes 1..99 percent, got {percent}; 100 is a switch")
+        rows = [self._require(revision_id) for revision_id in (new, old)]
+        for row in rows:
+            if row.status != S.RUNNING or not self._alive(row):
+                raise TargetError(
+                    f"revision {row.id} is not running (status {row.status}); traffic was not "
+                    "split",
+                    hint="see `safeship status`",
+                )
+        front = await self._ensure_front()
+        if front.active != old:
+            raise TargetError(
+                f"{old} is not the serving revision ({front.active or 'nothing'} is); traffic "
+                "was not split",
+                hint="see `safeship status`",
+            )
+        port = rows[0].port
+        reply = await self._control(front, {"op": "split", "port": port, "percent": percent})
+        confirmed = {"port": port, "percent": percent}
+        if not reply.get("ok") or reply.get("canary") != confirmed:
+            raise TargetError(f"the front refused to send {percent}% to {new}: {reply}")
+        if rows[0].traffic_at is None:
+            # It has users now: recovery must drain it, never abandon it.
+            self.store.update_revision(new, traffic_at=time.time())
+
     async def state(self) -> TargetState:
         await self._refresh()
         problems: list[str] = []
@@ -183,11 +212,18 @@ class LocalTarget:
         serving = None
         if front is not None and self._front_alive(front):
             try:
-                backend = (await self._control(front, {"op": "status"})).get("backend")
+                status = await self._control(front, {"op": "status"})
             except TargetError as exc:
                 problems.append(str(exc))
             else:
+                backend = status.get("backend")
                 serving = front.active
+                canary = status.get("canary")
+                if canary:
+                    problems.append(
+                        f"the front sends {canary['percent']}% of new connections to port "
+                        f"{canary['port']} (a canary step)"
+                    )
                 if backend != self._port_of(front.active):
                     problems.append(
                         f"the front sends new connections to port {backend}, but the state "
@@ -215,6 +251,11 @@ class LocalTarget:
             if self._front_alive(front):
                 await self._control(front, {"op": "switch", "port": None})
             self.store.set_front(active=None, updated=time.time())
+        elif front is not None and row.port is not None and self._front_alive(front):
+            # A canary being stopped gets no more new connections first.
+            status = await self._control(front, {"op": "status"})
+            if (status.get("canary") or {}).get("port") == row.port:
+                await self._control(front, {"op": "switch", "port": status.get("backend")})
         await self._stop_process(row, drain_seconds, S.STOPPED)
 
     # -- Lifecycle ------------------------------------------------------------------------

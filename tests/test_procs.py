@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from safeship.deploy import procs
+from safeship import procs
 from safeship.testing import scaled, wait_until
 
 pytestmark = pytest.mark.e2e
