@@ -5,7 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint bench install clean e2e unit
+.PHONY: demo test lint bench install clean e2e unit matrix
+
+# The compatibility matrix: the service library's tests (what `pip install safeship` ships)
+# run again in two venvs, against the oldest supported versions (.ci/constraints-oldest.txt)
+# and the newest. Each venv is rebuilt only when what it is built from changes.
+OLDEST := .venv-oldest
+NEWEST := .venv-newest
+UV := $(BIN)/python -m uv
+SERVICE_TESTS := tests/service tests/core tests/tokens tests/secrets tests/test_config.py
+MATRIX_INPUTS := pyproject.toml .ci/matrix-tests.txt
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,11 +25,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(OLDEST)/.installed: $(STAMP) $(MATRIX_INPUTS) .ci/constraints-oldest.txt
+	@rm -rf $(OLDEST) && $(UV) venv --quiet --python $(BIN)/python $(OLDEST)
+	@echo "installing the oldest supported versions into $(OLDEST) ..."
+	@$(UV) pip install --quiet --python $(OLDEST)/bin/python -e . \
+	  -r .ci/matrix-tests.txt -c .ci/constraints-oldest.txt
+	@touch $@
+
+$(NEWEST)/.installed: $(STAMP) $(MATRIX_INPUTS)
+	@rm -rf $(NEWEST) && $(UV) venv --quiet --python $(BIN)/python $(NEWEST)
+	@echo "installing the newest versions into $(NEWEST) ..."
+	@$(UV) pip install --quiet --python $(NEWEST)/bin/python --upgrade -e . -r .ci/matrix-tests.txt
+	@touch $@
+
+matrix: $(OLDEST)/.installed $(NEWEST)/.installed
+	@for venv in $(OLDEST) $(NEWEST); do \
+	  echo "== service library tests in $$venv:" \
+	    "$$($$venv/bin/python -c 'import fastapi, starlette, pydantic; print("fastapi", fastapi.__version__, "starlette", starlette.__version__, "pydantic", pydantic.VERSION)')"; \
+	  $$venv/bin/python -m pytest -q $(SERVICE_TESTS) || exit 1; done
+
 demo: $(STAMP)
 	@$(BIN)/safeship demo
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest
+	@$(MAKE) --no-print-directory matrix
 
 unit: $(STAMP)
 	@$(BIN)/python -m pytest -m "not e2e"
@@ -39,4 +68,4 @@ bench: $(STAMP)
 	  echo "== $$b"; $(BIN)/python $$b; done
 
 clean:
-	rm -rf $(VENV) .safeship build dist
+	rm -rf $(VENV) $(OLDEST) $(NEWEST) .safeship build dist
