@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from safeship.cli import main
+from safeship.cli.render import DeployProgress, render_history, render_outcome, render_status
 from safeship.deploy.record import Event
-from safeship.deploy.render import DeployProgress, render_history, render_outcome, render_status
 from safeship.deploy.state import StateStore
 
 MANIFEST = """

@@ -11,8 +11,8 @@ from rich.live import Live
 
 from ..demo.html import render_html
 from ..demo.story import Story
-from ..demo.view import live_panel, summary_view
 from ._output import console, emit_json, err_console
+from .demo_view import live_panel, summary_view
 
 
 def run_demo(base: Path, *, as_json: bool) -> int:

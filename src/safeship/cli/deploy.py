@@ -19,8 +19,8 @@ from ..deploy.operations import history as run_history
 from ..deploy.operations import rollback as run_rollback
 from ..deploy.operations import status as run_status
 from ..deploy.pipeline import DeployRequest, DeployResult
-from ..deploy.render import DeployProgress, render_down, render_history, render_status
 from ._output import console, emit_json
+from .render import DeployProgress, render_down, render_history, render_status
 
 __all__ = ["register"]
 

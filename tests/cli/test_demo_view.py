@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from safeship.demo.view import summary_view
+from safeship.cli.demo_view import summary_view
 
 FINGERPRINTS = ("48451746d2e2", "d831b14f945a")
 

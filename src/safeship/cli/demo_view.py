@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .story import Story
+from ..demo.story import Story
 
 __all__ = ["live_panel", "summary_view"]
 

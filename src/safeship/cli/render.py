@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .record import Event
+from ..deploy.record import Event
 
 __all__ = ["DeployProgress", "render_down", "render_history", "render_outcome", "render_status"]
 
