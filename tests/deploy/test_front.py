@@ -160,12 +160,59 @@ def test_refusing_backend_answers_503(front: FrontProcess) -> None:
 def test_bad_control_requests_are_answered_not_fatal(front: FrontProcess) -> None:
     assert front.call({"op": "reboot"}) == {
         "ok": False,
-        "error": "unknown op 'reboot'; expected 'switch' or 'status'",
+        "error": "unknown op 'reboot'; expected 'switch', 'split' or 'status'",
     }
     for port in (0, 70000, "80", True):
         reply = front.call({"op": "switch", "port": port})
         assert reply["ok"] is False and "port must be" in reply["error"]
     assert front.call({"op": "status"})["backend"] is None
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@pytest.mark.e2e
+def test_a_split_sends_its_share_of_new_connections_to_the_canary(front: FrontProcess) -> None:
+    with run_server(backend_app("a")) as a, run_server(backend_app("b")) as b:
+        front.switch(a)
+        with connect(front.ws_url, open_timeout=scaled(5)) as before:
+            assert echo(before, "1") == "a:1"
+            reply = front.call({"op": "split", "port": port_of(b), "percent": 10})
+            assert reply == {"ok": True, "backend": port_of(a),
+                             "canary": {"port": port_of(b), "percent": 10}}  # fmt: skip
+            landed = [httpx.get(front.url, timeout=scaled(5)).text for _ in range(40)]
+            assert landed.count("b") == 4 and landed.count("a") == 36
+            assert landed[:10].count("b") == 1  # even the first ten connections reach it
+            assert echo(before, "2") == "a:2"  # open connections keep their backend
+            with connect(front.ws_url, open_timeout=scaled(5)) as ws:
+                on_b = echo(ws, "3").startswith("b:")
+            front.call({"op": "split", "port": port_of(b), "percent": 50})
+            landed = [httpx.get(front.url, timeout=scaled(5)).text for _ in range(10)]
+            assert landed.count("b") == 5
+            status = front.call({"op": "status"})
+            assert status["canary"] == {"port": port_of(b), "percent": 50}
+            assert status["served_by"][str(port_of(b))] == 4 + on_b + 5
+        # A switch ends the split: everything new goes to the switched-to backend.
+        front.switch(b)
+        assert {httpx.get(front.url, timeout=scaled(5)).text for _ in range(5)} == {"b"}
+        assert front.call({"op": "status"})["canary"] is None
+
+
+@pytest.mark.e2e
+def test_bad_split_requests_are_refused_and_change_nothing(front: FrontProcess) -> None:
+    no_backend = front.call({"op": "split", "port": 9, "percent": 10})
+    assert no_backend["ok"] is False and "needs a serving backend" in no_backend["error"]
+    front.call({"op": "switch", "port": 8})
+    for percent in (0, 100, "10", 10.5, None):
+        reply = front.call({"op": "split", "port": 9, "percent": percent})
+        assert reply["ok"] is False and "percent must be 1-99" in reply["error"]
+    for port in (0, 70000, None):
+        reply = front.call({"op": "split", "port": port, "percent": 10})
+        assert reply["ok"] is False and "port must be" in reply["error"]
+    same = front.call({"op": "split", "port": 8, "percent": 10})
+    assert same["ok"] is False
+    assert front.call({"op": "status"})["canary"] is None
 
 
 @pytest.mark.e2e
