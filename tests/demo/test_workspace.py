@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,31 @@ def test_r5_migrates_the_legacy_name(ws):
     history = (ws.root / "examples" / "agent_service" / "agents" / "history.py").read_text()
     assert "DatabaseSessionManager" not in history.split('"""', 2)[2]
     assert LEGACY_OLD.rsplit(".", 1)[1] not in history.split('"""', 2)[2]
+
+
+def test_demo_outside_a_checkout_says_how_to_get_one(tmp_path: Path) -> None:
+    # The package alone, as a wheel installs it: no examples/ anywhere above it.
+    import shutil
+    import subprocess
+    import sys
+
+    import safeship
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(Path(safeship.__file__).parent, site / "safeship")
+    code = (
+        "from safeship.demo.workspace import find_examples\n"
+        "from safeship.errors import UsageError\n"
+        "try:\n    find_examples()\nexcept UsageError as e:\n    print(e, '|', e.hint)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "examples/agent_service" in out
+    assert "clone the safeship repository and run `make demo`" in out

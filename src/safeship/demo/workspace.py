@@ -13,8 +13,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import safeship
-
 from ..config import Manifest, load_manifest
 from ..errors import UsageError
 
@@ -102,7 +100,9 @@ def find_examples() -> Path:
     Raises:
         UsageError: safeship is installed without its examples (not from a checkout).
     """
-    here = Path(safeship.__file__).resolve()
+    # An editable install runs from the checkout, so the examples sit beside ``src/``; a wheel
+    # does not ship them (they are a FastAPI app, not part of the library).
+    here = Path(__file__).resolve()
     for parent in here.parents:
         candidate = parent / "examples" / "agent_service"
         if (candidate / "main.py").is_file():
@@ -110,7 +110,8 @@ def find_examples() -> Path:
     raise UsageError(
         "the demo deploys the reference backend, examples/agent_service, which is not "
         "part of this installation",
-        hint="run it from a safeship checkout: `make demo`",
+        hint="clone the safeship repository and run `make demo` in it (the demo needs the "
+        "checkout's examples/ and an editable install)",
     )
 
 
