@@ -10,14 +10,16 @@ import asyncio
 import itertools
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from safeship import procs
+from safeship.core.canary import Counts
 from safeship.core.policy import deploy_gates
 from safeship.core.rollout import RolloutPolicy
-from safeship import procs
 from safeship.deploy.audit import AuditLog, verify
 from safeship.deploy.pipeline import DeployRequest, DeployResult, Pipeline, Services
 from safeship.deploy.probes import ProbeOutcome
@@ -566,6 +568,8 @@ def recover(world: World) -> list[str]:
         ("rolling_back", [("switch", "r1"), ("stop", "r2", DRAIN)]),
         ("verifying", [("stop", "r2", 0.0)]),
         ("promoted", [("stop", "r1", DRAIN)]),
+        ("canary", [("switch", "r1"), ("stop", "r2", DRAIN)]),
+        ("splitting", [("switch", "r1"), ("stop", "r2", DRAIN)]),
     ],
 )
 def test_recovery_gives_a_killed_deploy_the_ctrl_c_answer(
@@ -618,3 +622,145 @@ def test_recorder_times_steps_and_closes_open_ones() -> None:
     assert record["steps"][1]["status"] == "interrupted"
     assert record["exit_code"] == 130 and record["duration_s"] == 2.0
     assert saved and saved[-1]["outcome"] == "cancelled"
+
+
+# -- canary steps ---------------------------------------------------------------------------
+
+CANARY = replace(POLICY, steps=(10, 50, 100))
+
+
+class SplitTarget(FakeTarget):
+    """A fake target that can split traffic (``TrafficSplit``)."""
+
+    def __init__(self, clock: Clock, serving: str | None = "r1") -> None:
+        super().__init__(clock, serving)
+        self.fail_split = False
+
+    async def split(self, new: str, old: str, percent: int) -> None:
+        self.calls.append(("split", new, old, percent))
+        if self.fail_split:
+            raise TargetError("the front did not answer")
+
+
+class FakeMetrics:
+    """Counters per URL; ``grow`` adds to them at each read (the candidate's users)."""
+
+    def __init__(self, grow: dict[str, Counts]) -> None:
+        self.grow = grow
+        self.now: dict[str, Counts] = {}
+
+    async def counts(self, base_url: str) -> Counts | None:
+        step = self.grow.get(base_url)
+        if step is None:
+            return None
+        c = self.now.get(base_url, Counts())
+        self.now[base_url] = Counts(c.handshakes + step.handshakes, c.denied + step.denied,
+                                    c.accepted + step.accepted, c.bad_closes + step.bad_closes)  # fmt: skip
+        return self.now[base_url]
+
+
+@pytest.fixture
+def canary_world(tmp_path: Path) -> World:
+    w = World(tmp_path)
+    w.target = SplitTarget(w.clock)
+    yield w
+    w.store.close()
+
+
+def test_canary_steps_split_then_switch_then_drain(canary_world: World) -> None:
+    w = canary_world
+    result = w.deploy(policy=CANARY)
+    assert result.outcome == "promoted", result.reason
+    assert w.target.calls == [
+        ("start", "r2"), ("split", "r2", "r1", 10), ("split", "r2", "r1", 50), ("switch", "r2"),
+        ("stop", "r1", DRAIN),
+    ]  # fmt: skip
+    assert steps(result)["canary"] == "ok"
+    record = result.record
+    assert record["canary_steps"] == [10, 50]
+    # Each step judged the candidate on its own URL, never through the front.
+    assert record["canary"] and {
+        u for what, u, _ in w.prober.log[5 : 5 + len(record["canary"])]
+    } == {"http://r2.local"}
+    names = [s["name"] for s in record["steps"]]
+    assert names.index("verify") < names.index("canary") < names.index("switch")
+
+
+def test_failure_at_the_ten_percent_step_rolls_back(canary_world: World) -> None:
+    w = canary_world
+    # Verification passes (3 probes), then the candidate fails its own probes.
+    w.prober = FakeProber(
+        websocket=lambda url, n: "internal_error" if "r2" in url and n >= 3 else "ok"
+    )
+    result = w.deploy(policy=CANARY)
+    assert result.outcome == "rolled_back" and result.exit_code == 1
+    assert w.target.calls == [
+        ("start", "r2"), ("split", "r2", "r1", 10), ("switch", "r1"), ("stop", "r2", DRAIN),
+    ]  # fmt: skip
+    assert "at the 10% step" in result.reason
+    assert steps(result)["canary"] == "failed" and steps(result)["rollback"] == "ok"
+    record = result.record
+    assert [p["category"] for p in record["canary"]] == ["internal_error"] * 3
+    assert record["detection_after_traffic_s"] == pytest.approx(0.0)
+    assert record["time_to_rollback_s"] is not None and "switch" not in steps(result)
+
+
+def test_worse_rates_on_the_candidate_roll_back_naming_both_rates(canary_world: World) -> None:
+    w = canary_world
+    w.services = _with_metrics(w, FakeMetrics({
+        "http://r2.local": Counts(2, 0, 2, 2),   # every connection closed with 1011
+        "http://r1.local": Counts(18, 0, 18, 0),
+    }))  # fmt: skip
+    result = w.deploy(policy=CANARY)
+    assert result.outcome == "rolled_back", result.reason
+    assert "at the 10% step" in result.reason
+    assert "1011/4401/1013 closes" in result.reason and "vs 0/" in result.reason
+    last = result.record["canary"][-1]
+    assert last["category"] == "internal_error" and last["probe_category"] == "ok"
+
+
+def test_equal_rates_pass_and_the_record_names_both(canary_world: World) -> None:
+    w = canary_world
+    w.services = _with_metrics(w, FakeMetrics({
+        "http://r2.local": Counts(2, 0, 2, 0), "http://r1.local": Counts(18, 0, 18, 0),
+    }))  # fmt: skip
+    result = w.deploy(policy=CANARY)
+    assert result.outcome == "promoted", result.reason
+    assert "(new vs previous revision)" in result.record["canary"][-1]["detail"]
+
+
+def _with_metrics(w: World, metrics: FakeMetrics) -> Any:
+    base = w.services
+
+    def services() -> Services:
+        built = base()
+        built.metrics = metrics
+        return built
+
+    return services
+
+
+def test_a_failed_split_restores_the_previous_routing(canary_world: World) -> None:
+    w = canary_world
+    w.target.fail_split = True
+    result = w.deploy(policy=CANARY)
+    assert result.outcome == "rolled_back"
+    assert "the front did not answer" in result.reason
+    assert w.target.calls[-2:] == [("switch", "r1"), ("stop", "r2", DRAIN)]
+
+
+def test_a_target_that_cannot_split_switches_whole_and_says_so_once(world: World) -> None:
+    result = world.deploy(policy=CANARY)
+    assert result.outcome == "promoted"
+    assert world.target.calls == [("start", "r2"), ("switch", "r2"), ("stop", "r1", DRAIN)]
+    said = [n for n in result.record["notes"] if "cannot split traffic" in n["detail"]]
+    assert len(said) == 1 and "[10, 50, 100]" in said[0]["detail"]
+
+
+def test_a_first_deploy_with_steps_switches_whole(tmp_path: Path) -> None:
+    w = World(tmp_path, serving=None)
+    w.target = SplitTarget(w.clock, serving=None)
+    result = w.deploy(policy=CANARY)
+    assert result.outcome == "promoted"
+    assert [c[0] for c in w.target.calls] == ["start", "switch"]
+    w.store.close()

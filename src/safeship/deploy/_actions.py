@@ -10,12 +10,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.canary import Counts, compare, judge
 from ..core.policy import GatePlan
 from ..core.rollout import (
     Action,
     DrainOld,
     GatesDone,
     Observation,
+    ProbeCanary,
     ProbeDone,
     ProbeLive,
     ProbeNew,
@@ -25,19 +27,23 @@ from ..core.rollout import (
     RollbackDone,
     RollbackFailed,
     RunGates,
+    SetTraffic,
     StartRevision,
     StopNew,
     Switch,
     SwitchDone,
     SwitchFailed,
+    TrafficFailed,
+    TrafficSet,
     gates_outcome,
 )
 from ..errors import SafeshipError
 from ..gates.model import GateResult
 from .audit import AuditLog
+from .canary import RevisionMetrics
 from .probes import ProbeOutcome, Prober
 from .record import Recorder
-from .targets.base import Revision, RevisionSpec, RevisionStatus, Target
+from .targets.base import Revision, RevisionSpec, RevisionStatus, Target, TrafficSplit
 
 __all__ = ["Executor", "GateRunner", "gate_summary"]
 
@@ -101,7 +107,11 @@ class Executor:
     """A target error that ended the deploy (its exit code is the command's)."""
     candidate: Revision | None = None
     front_url: str | None = None
+    metrics: RevisionMetrics | None = None
+    """Reads both revisions' counters during a canary step; ``None``: probes alone judge."""
     _ready_seen: bool = field(default=False, repr=False)
+    _previous_url: str | None = field(default=None, repr=False)
+    _baseline: tuple[Counts | None, Counts | None] = field(default=(None, None), repr=False)
 
     async def carry_out(self, action: Action) -> Observation | None:
         """Carry out one action; the observation it produced, if it produces one."""
@@ -111,6 +121,10 @@ class Executor:
             return await self._start()
         if isinstance(action, ProbeNew):
             return await self._probe_new(action)
+        if isinstance(action, SetTraffic):
+            return await self._split(action)
+        if isinstance(action, ProbeCanary):
+            return await self._probe_canary(action)
         if isinstance(action, Switch):
             return await self._switch(action)
         if isinstance(action, ProbeLive):
@@ -250,6 +264,56 @@ class Executor:
         if self.front_url is None:
             self.front_url = (await self.target.state()).front_url
         return SwitchDone(now)
+
+    async def _split(self, action: SetTraffic) -> TrafficSet | TrafficFailed:
+        target = self.target
+        if not isinstance(target, TrafficSplit):
+            return TrafficFailed(self.clock(), f"the {target.name} target cannot split traffic")
+        try:
+            await target.split(action.revision, action.previous, action.percent)
+        except SafeshipError as exc:
+            return TrafficFailed(self.clock(), exc.message)
+        now = self.clock()
+        if self.recorder.record.get("canary_at_s") is None:
+            self.recorder.mark("canary_at", now)
+        self.recorder.note(
+            "canary", f"{action.percent}% of new connections go to {action.revision}"
+        )
+        self.recorder.record.setdefault("canary_steps", []).append(action.percent)
+        if self.metrics is not None:
+            if self._previous_url is None:
+                state = await target.state()
+                previous = state.revision(action.previous)
+                self._previous_url = previous.url if previous is not None else None
+            self._baseline = await self._counts()
+        return TrafficSet(now, action.percent)
+
+    async def _counts(self) -> tuple[Counts | None, Counts | None]:
+        if self.metrics is None or self.candidate is None or not self._previous_url:
+            return None, None
+        new, old = await asyncio.gather(
+            self.metrics.counts(self.candidate.url), self.metrics.counts(self._previous_url)
+        )
+        return new, old
+
+    async def _probe_canary(self, action: ProbeCanary) -> ProbeDone:
+        """The candidate on its own traffic: a probe to its own URL, and, where both revisions
+        expose metrics, its rates against the previous revision's since the step began."""
+        if action.after > 0:
+            await self.sleep(action.after)
+        assert self.candidate is not None and self.prober is not None
+        outcome = await self.prober.websocket(self.candidate.url)
+        comparison = None
+        new, old = await self._counts()
+        base_new, base_old = self._baseline
+        if new is not None and old is not None and base_new is not None and base_old is not None:
+            comparison = compare(new.since(base_new), old.since(base_old))
+        category, detail = judge(outcome.category, outcome.detail, comparison)
+        entry = outcome.as_dict()
+        if comparison is not None:
+            entry.update(category=category, detail=detail, probe_category=outcome.category)
+        self.recorder.probe("canary", entry)
+        return ProbeDone(self.clock(), category, detail)
 
     async def _probe_live(self, action: ProbeLive) -> ProbeDone:
         if action.after > 0:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .. import procs
 from ..core.policy import GatePlan
 from ..core.rollout import (
     Begin,
@@ -38,13 +39,13 @@ from ..core.rollout import (
     preflight,
     step,
 )
-from .. import procs
 from ._actions import Executor, GateRunner
 from .audit import AuditLog
+from .canary import RevisionMetrics
 from .probes import Prober
 from .record import EventSink, Recorder
 from .state import StateStore
-from .targets.base import RevisionSpec, RevisionStatus, Target, TargetState
+from .targets.base import RevisionSpec, RevisionStatus, Target, TargetState, TrafficSplit
 
 __all__ = ["DeployRequest", "DeployResult", "Pipeline", "Services"]
 
@@ -54,6 +55,8 @@ _PHASE_STEPS = {
     P.GATING: "gates",
     P.STARTING: "start",
     P.VERIFYING: "verify",
+    P.SPLITTING: "canary",
+    P.CANARY: "canary",
     P.SWITCHING: "switch",
     P.WATCHING: "watch",
     P.ROLLING_BACK: "rollback",
@@ -90,6 +93,8 @@ class Services:
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    metrics: RevisionMetrics | None = None
+    """Reads revisions' ``/metrics`` during canary steps; ``None``: the probes alone judge."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,18 @@ class Pipeline:
         check_health: bool = True,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        self.request, self.plan, self.policy, self.services = request, plan, policy, services
+        self.request, self.plan, self.services = request, plan, services
+        self.whole_instead: str | None = None
+        if policy.steps != (100,) and kind == "rollback":
+            # Restoring code that served before: the fastest way back, not a canary.
+            policy = replace(policy, steps=(100,))
+        elif policy.steps != (100,) and not isinstance(services.target, TrafficSplit):
+            self.whole_instead = (
+                f"the {services.target.name} target cannot split traffic: switching all new "
+                f"connections at once instead of the steps {list(policy.steps)}"
+            )
+            policy = replace(policy, steps=(100,))
+        self.policy = policy
         self.kind, self.check_health = kind, check_health
         self.on_event = on_event
         self.interrupted = self._interrupted_step = False
@@ -164,6 +180,7 @@ class Pipeline:
             plan=plan,
             clock=services.clock,
             sleep=services.sleep,
+            metrics=services.metrics,
         )
 
     async def run(self) -> DeployResult:
@@ -222,6 +239,8 @@ class Pipeline:
         rec.set(previous=previous, front_url=state.front_url)
         for problem in state.problems:
             rec.note("preflight", problem, "warning")
+        if self.whole_instead:
+            rec.note("canary", self.whole_instead, "warning")
         if self.check_health and not await self._preflight(state, previous):
             return
         decision = step(Rollout(previous=previous), Begin(self.services.clock()), self.policy)
@@ -316,6 +335,8 @@ class Pipeline:
             "start": f"{self.request.source}, with no traffic",
             "verify": f"{candidate}: readiness, then {policy.verify_probes} authenticated "
             f"WebSocket probes in a row (deadline {policy.ready_timeout:g}s)",
+            "canary": f"{self._shares()} of new connections to {candidate}, each step watched "
+            f"on its own traffic for {policy.watch_seconds:g}s",
             "switch": f"new connections to {candidate}",
             "watch": f"a probe through the live URL every {policy.watch_interval:g}s "
             f"for {policy.watch_seconds:g}s",
@@ -337,10 +358,15 @@ class Pipeline:
             return f"{candidate.id} runs at {candidate.url}"
         if step == "switch":
             return f"new connections go to {decision.rollout.candidate}"
+        if step == "canary":
+            return f"{decision.rollout.candidate} was clean at {self._shares()}"
         if step == "rollback":
             previous = decision.rollout.previous
             return f"new connections go to {previous}" if previous else "nothing serves"
         return decision.reason
+
+    def _shares(self) -> str:
+        return ", ".join(f"{p}%" for p in self.policy.steps if p < 100)
 
     def _status_after(self, phase: RolloutPhase) -> str:
         if self._interrupted_step:
@@ -367,6 +393,11 @@ class Pipeline:
                         record["detected_at_s"] - record["switched_at_s"], 3
                     )
                 )
+            first_traffic = record.get("canary_at_s")
+            if first_traffic is None:
+                first_traffic = record.get("switched_at_s")
+            if first_traffic is not None:
+                rec.set(detection_after_traffic_s=round(record["detected_at_s"] - first_traffic, 3))
         outcome, reason = str(finish.outcome), finish.reason
         restored_from = rec.record.get("restored_from")
         if self.kind == "rollback" and outcome == "promoted":

@@ -25,6 +25,7 @@ STEPS = (
     "gates",
     "start",
     "verify",
+    "canary",
     "switch",
     "watch",
     "rollback",
@@ -112,6 +113,7 @@ class Recorder:
             "gates": [],
             "skipped_gates": [],
             "verification": [],
+            "canary": [],
             "watch": [],
             "notes": [],
             **fields,
@@ -160,10 +162,11 @@ class Recorder:
         return list(self._open)
 
     def probe(self, step: str, outcome: Mapping[str, Any]) -> None:
-        """A probe verdict during ``verify`` or ``watch`` (``outcome`` as ``ProbeOutcome.as_dict``)."""
+        """A probe verdict during ``verify``, ``canary`` or ``watch`` (``outcome`` as
+        ``ProbeOutcome.as_dict``)."""
         now = self.elapsed()
         entry = {"at_s": _r(now), **outcome}
-        key = "verification" if step == "verify" else "watch"
+        key = {"verify": "verification", "canary": "canary"}.get(step, "watch")
         self.record[key].append(entry)
         ok = outcome.get("category") == "ok"
         self._emit(
