@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import procs
 from ..config import Manifest
 from ..core.policy import DEPLOY_GATES, GatePlan, deploy_gates
 from ..core.rollout import RolloutPolicy
 from ..errors import ConfigError, DeployError, UsageError
 from ..gates.model import GateResult
 from ..secrets import candidate_names, register_secret
-from .. import procs
 from ._actions import GateRunner
 from .audit import AuditLog, audit_path
+from .canary import MetricsReader
 from .pipeline import DeployRequest, DeployResult, Pipeline, Services
 from .probes import RevisionProber
 from .record import EventSink
@@ -60,7 +61,8 @@ class Session:
         return RolloutPolicy.from_config(self.manifest.deploy)
 
     def services(self, prober: Any, run_gates: GateRunner) -> Services:
-        return Services(self.target, prober, run_gates, self.store, self.audit)
+        metrics = MetricsReader(timeout=self.manifest.deploy.probe_timeout)
+        return Services(self.target, prober, run_gates, self.store, self.audit, metrics=metrics)
 
 
 @asynccontextmanager
