@@ -1,5 +1,9 @@
 """The ``safeship`` command line. Each command lives in its own module with a
-``register(app)`` function; this module only assembles them and maps errors to exit codes."""
+``register(app)`` function; this module only assembles them and maps errors to exit codes.
+
+Command modules import what their command runs (rich, libcst, the gates, deploy, demo) inside
+the command function: ``safeship --help`` then loads typer and little else.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import sys
 import typer
 
 from ..errors import SafeshipError
-from ._output import print_error
 
 try:  # typer >= 0.26 vendors its own click
     from typer._click.exceptions import ClickException as _ClickException
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         # In non-standalone mode typer *returns* the code of ``typer.Exit(n)``.
         rv = app(args=args, standalone_mode=False, prog_name="safeship")
     except SafeshipError as exc:
+        from ._output import print_error
+
         print_error(exc, as_json="--json" in args)
         return exc.exit_code
     except typer.Exit as exc:
@@ -71,7 +76,3 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     return rv if isinstance(rv, int) else 0
-
-
-def _entry() -> None:
-    sys.exit(main())
