@@ -302,6 +302,10 @@ class Manifest(_Model):
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    python: str | None = None
+    """The project's interpreter or venv, relative to the manifest (``check --python``)."""
+    python_version: str | None = None
+    """The Python version the code is written for, e.g. ``3.12`` (``check --python-version``)."""
 
     # Where the manifest came from; not part of the file.
     path: Path | None = Field(default=None, exclude=True)

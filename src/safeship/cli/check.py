@@ -63,7 +63,9 @@ def register(app: typer.Typer) -> None:
         write_baseline: bool = typer.Option(
             False, "--write-baseline", help="Record today's findings in the baseline file."
         ),
-        output_format: str = typer.Option("text", "--format", help="text, json or sarif."),
+        output_format: str | None = typer.Option(
+            None, "--format", help="text (default), json or sarif."
+        ),
         json_output: bool = typer.Option(False, "--json", help="Same as --format json."),
         force: bool = typer.Option(
             False, "--force", help="Allow skipping gates in a critical environment."
@@ -74,9 +76,29 @@ def register(app: typer.Typer) -> None:
         verbose: bool = typer.Option(
             False, "--verbose", "-v", help="List non-blocking findings too."
         ),
+        python: str | None = typer.Option(
+            None,
+            "--python",
+            metavar="PATH",
+            help="The project's interpreter or venv (default: auto-detected: the manifest's "
+            "python, .venv, VIRTUAL_ENV, uv or poetry).",
+        ),
+        python_version: str | None = typer.Option(
+            None,
+            "--python-version",
+            metavar="X.Y",
+            help="The Python version the code is written for (default: the manifest's "
+            "python_version, requires-python, ruff's target-version, .python-version, "
+            "then the interpreter's).",
+        ),
     ) -> None:
         """Run the gates (static, legacy, secrets, imports, boot) and report what blocks."""
-        fmt = "json" if json_output else output_format
+        if json_output and output_format not in (None, "json"):
+            raise UsageError(
+                f"--json and --format {output_format} ask for two formats",
+                hint="pass one of them (--json is the same as --format json)",
+            )
+        fmt = "json" if json_output else output_format or "text"
         if fmt not in _FORMATS:
             raise UsageError(f"--format {fmt!r}: expected one of {', '.join(_FORMATS)}")
         root = _project_root(path)
@@ -99,6 +121,8 @@ def register(app: typer.Typer) -> None:
             entries=entry or (),
             baseline_path=baseline.resolve() if baseline else None,
             write_baseline=write_baseline,
+            python=python,
+            python_version=python_version,
         )
         for note in ctx.notes:
             err_console.print(f"[yellow]note:[/] {escape(note)}")

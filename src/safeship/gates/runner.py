@@ -24,6 +24,7 @@ from .model import Finding, GateResult, GateStatus, Report, Tier
 if TYPE_CHECKING:
     from ..core.policy import GatePlan
     from ..deploy.audit import AuditLog
+    from .project_env import ProjectEnv
 
 __all__ = [
     "GATES",
@@ -69,6 +70,9 @@ class CheckContext:
     write_baseline: bool = False
     notes: list[str] = field(default_factory=list)
     """Things the user should know about the check itself (e.g. no entry modules)."""
+    project_env: ProjectEnv | None = None
+    """The project's interpreter, environment and target Python version
+    (``gates.project_env``); None: resolved by the gate that needs it."""
 
 
 class Gate(Protocol):
@@ -201,7 +205,8 @@ def target_environ(
                 f"env file {config.env_file!r} does not exist ({path})",
                 file=manifest.display_path,
                 key=key,
-                hint="create it, or remove env_file from the environment",
+                hint=f"run `safeship secrets init --env {env}` to create it with the "
+                "environment's secrets, or remove env_file from the environment",
             )
         try:
             values = dotenv_values(path)
@@ -241,13 +246,20 @@ def build_context(
     baseline_path: Path | None = None,
     write_baseline: bool = False,
     base_environ: Mapping[str, str] | None = None,
+    python: str | os.PathLike[str] | None = None,
+    python_version: str | None = None,
 ) -> CheckContext:
     """Assemble a ``CheckContext`` for ``env`` from the manifest and the command line.
 
+    ``python`` and ``python_version`` are ``--python`` and ``--python-version``; the
+    project's environment is auto-detected without them (``gates.project_env``).
+
     Raises:
-        ConfigError: unknown environment, missing env file.
+        ConfigError: unknown environment, missing env file, unusable manifest ``python``.
+        UsageError: unusable ``python`` or ``python_version``.
     """
     from ..core.policy import block_tiers  # late: core.policy imports this package's model
+    from .project_env import resolve_project_env
 
     all_entries = entry_modules(manifest, entries)
     notes = []
@@ -269,6 +281,15 @@ def build_context(
         baseline_path=baseline_path,
         write_baseline=write_baseline,
         notes=notes,
+        project_env=resolve_project_env(
+            Path(root),
+            python=python,
+            python_version=python_version,
+            manifest_python=manifest.python,
+            manifest_python_version=manifest.python_version,
+            manifest_root=manifest.root,
+            environ=os.environ if base_environ is None else base_environ,
+        ),
     )
 
 
