@@ -10,6 +10,7 @@ import pytest
 from safeship.config import (
     AuthConfig,
     BootConfig,
+    CloudRunConfig,
     DeployConfig,
     EnvironmentConfig,
     GatesConfig,
@@ -47,6 +48,7 @@ def _documented_keys(section: str) -> set[str]:
         ("gates.boot", BootConfig),
         ("deploy", DeployConfig),
         ("deploy.kubernetes", KubernetesConfig),
+        ("deploy.cloudrun", CloudRunConfig),
         ("monitor", MonitorConfig),
         ("notify", NotifyConfig),
     ],

@@ -19,6 +19,7 @@ from .errors import ConfigError
 __all__ = [
     "CRITICAL_BY_DEFAULT",
     "AuthConfig",
+    "CloudRunConfig",
     "DeployConfig",
     "EnvironmentConfig",
     "GatesConfig",
@@ -196,6 +197,44 @@ class KubernetesConfig(_Model):
     poll_interval: float = Field(default=0.1, gt=0)
 
 
+class CloudRunConfig(_Model):
+    """``[deploy.cloudrun]``: the Cloud Run service the cloudrun target deploys to."""
+
+    project: str | None = None
+    region: str | None = None
+    service: str | None = None
+    """The Cloud Run service; it must exist (the first revision is deployed by hand)."""
+    image: str | None = None
+    """The image revisions run when ``--image`` is not given."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Literal, non-secret variables of the container."""
+    secrets: dict[str, str] = Field(default_factory=dict)
+    """Variable -> Secret Manager reference, ``SECRET:VERSION`` or
+    ``projects/P/secrets/SECRET:VERSION`` (``--set-secrets`` style); never a value."""
+    private: bool = True
+    """Probes send a Google ID token in ``X-Serverless-Authorization``."""
+    audience: str | None = None
+    """Audience of that ID token; default: the service's URL."""
+    operation_timeout: float = Field(default=300.0, gt=0)
+    request_timeout: float = Field(default=30.0, gt=0)
+    poll_interval: float = Field(default=0.25, gt=0)
+    endpoint: str | None = None
+    """The Admin API's address, for an emulator or a private endpoint (``http://`` uses no
+    credentials)."""
+
+    @field_validator("secrets")
+    @classmethod
+    def _references(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, ref in value.items():
+            secret, sep, version = ref.rpartition(":")
+            if not sep or not secret or not version or "/" in version:
+                raise ValueError(
+                    f"{name} = {ref!r}: expected a Secret Manager reference 'SECRET:VERSION' "
+                    "(e.g. 'jwt-staging:latest'), never the secret's value"
+                )
+        return value
+
+
 class DeployConfig(_Model):
     target: str = "local"
     port: int = Field(default=8700, ge=1, le=65535)
@@ -224,6 +263,7 @@ class DeployConfig(_Model):
     """Canary steps: percent of NEW connections on the new revision, each watched for
     ``watch_seconds``; e.g. ``[10, 50, 100]``. ``[100]`` switches all at once."""
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    cloudrun: CloudRunConfig = Field(default_factory=CloudRunConfig)
 
     @field_validator("probe_send")
     @classmethod

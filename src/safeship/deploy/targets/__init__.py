@@ -40,6 +40,7 @@ __all__ = [
 
 TARGETS: dict[str, str] = {
     "local": "safeship.deploy.targets.local:LocalTarget",
+    "cloudrun": "safeship.deploy.targets.cloudrun:CloudRunTarget",
 }
 
 _EXTRAS = {"cloudrun": "cloudrun", "kubernetes": "kubernetes"}
