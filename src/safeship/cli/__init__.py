@@ -13,6 +13,7 @@ import sys
 import typer
 
 from ..errors import SafeshipError
+from ._help import HelpInWords
 
 try:  # typer >= 0.26 vendors its own click
     from typer._click.exceptions import ClickException as _ClickException
@@ -49,10 +50,24 @@ def _root(
 
 
 # One line per command module; adding a command touches this tuple and its own module.
-_COMMAND_MODULES = ("demo", "probe", "check", "migrate", "audit", "deploy")
+_COMMAND_MODULES = ("demo", "probe", "check", "migrate", "audit", "deploy", "secrets", "token")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)
+
+
+def _help_in_words(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        if info.cls is None:
+            info.cls = HelpInWords
+        elif not issubclass(info.cls, HelpInWords):
+            raise TypeError(f"{info.cls.__name__}: derive command classes from HelpInWords")
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _help_in_words(group.typer_instance)
+
+
+_help_in_words(app)
 
 
 def main(argv: list[str] | None = None) -> int:
