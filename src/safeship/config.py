@@ -59,12 +59,23 @@ class ServiceConfig(_Model):
     ws_path: str = "/ws"
     health_prefix: str = "/health"
     fingerprint_salt: str | None = None
+    drain_path: str | None = None
+    """Serve the drain endpoint here (e.g. ``/_safeship/drain``); off when unset."""
 
     @field_validator("app")
     @classmethod
     def _app_is_import_string(cls, value: str | None) -> str | None:
         if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
             raise ValueError(f"expected 'module:attribute', e.g. 'myapp.main:app', got {value!r}")
+        return value
+
+    @field_validator("drain_path")
+    @classmethod
+    def _drain_path_is_a_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(
+                f"expected a path starting with '/', e.g. '/_safeship/drain', got {value!r}"
+            )
         return value
 
     @property

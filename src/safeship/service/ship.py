@@ -8,6 +8,7 @@ tickets into a FastAPI or Starlette app, from the manifest and ``SAFESHIP_ENV``.
 
     app = FastAPI(lifespan=ship.lifespan)
     ship.install(app)                       # /health/*, /metrics, /auth/ticket, WebSocketGuard
+                                            # (and the drain endpoint, when configured)
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket, claims: dict = Depends(ship.claims)): ...
@@ -35,6 +36,7 @@ from ..secrets import (
     resolve_secret,
 )
 from ..tokens import TicketStore, TokenSettings, TokenVerifier, mint, ticket_endpoint
+from .drain import DrainEndpoint
 from .guard import Authorize, DenialMode, WebSocketGuard
 from .health import DependencyCheck, Health
 from .metrics import Metrics
@@ -177,6 +179,14 @@ class Safeship:
             routes.append(Route(metrics_path, self.metrics.endpoint, methods=["GET"]))
         if ticket_path and self.tickets is not None:
             routes.append(Route(ticket_path, self._issue_ticket, methods=["POST"]))
+        drain_path = self.manifest.service.drain_path
+        if drain_path:
+            endpoint = DrainEndpoint(
+                self.startup,
+                lambda: self.secret.value if self.secret is not None else None,
+                self.token_settings,
+            )
+            routes.append(Route(drain_path, endpoint.handle, methods=["POST"]))
         return routes
 
     def guard(self, app: Any) -> WebSocketGuard:
