@@ -13,7 +13,7 @@ import sys
 import typer
 
 from ..errors import SafeshipError
-from ._help import HelpInWords
+from ._help import HelpInWords, TyperCommand
 
 try:  # typer >= 0.26 vendors its own click
     from typer._click.exceptions import ClickException as _ClickException
@@ -58,7 +58,7 @@ for _name in _COMMAND_MODULES:
 
 def _help_in_words(typer_app: typer.Typer) -> None:
     for info in typer_app.registered_commands:
-        if info.cls is None:
+        if info.cls is None or info.cls is TyperCommand:
             info.cls = HelpInWords
         elif not issubclass(info.cls, HelpInWords):
             raise TypeError(f"{info.cls.__name__}: derive command classes from HelpInWords")

@@ -25,11 +25,15 @@ __all__ = ["console", "emit_json", "err_console", "make_console", "print_error"]
 _consoles: dict[str, Console] = {}
 
 
-def make_console(*, stderr: bool = False) -> Console:
-    """A console for the CLI's output: no highlighting, and no hard wrapping of messages."""
+def make_console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
+    """A console for the CLI's output: no highlighting, and no hard wrapping of messages.
+
+    ``soft_wrap=False`` is for a view that lays text out inside a frame (a panel), which a
+    soft-wrapping console would crop at the frame's edge; tables fold their cells either way.
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, highlight=False, soft_wrap=soft_wrap)
 
 
 def __getattr__(name: str) -> Any:

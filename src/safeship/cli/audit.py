@@ -10,12 +10,8 @@ import json
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from ..config import load_manifest
-from ..deploy.audit import AuditLog, audit_path, verify
 from ..errors import UsageError
-from ._output import console, emit_json
 
 __all__ = ["register"]
 
@@ -23,6 +19,9 @@ _PATH_HELP = "Audit log file (default: <state_dir>/audit.jsonl under the manifes
 
 
 def _log_path(path: Path | None) -> Path:
+    from ..config import load_manifest
+    from ..deploy.audit import audit_path
+
     return path.expanduser().resolve() if path else audit_path(load_manifest())
 
 
@@ -36,10 +35,15 @@ def register(app: typer.Typer) -> None:
 
     @audit_app.command("verify")
     def verify_cmd(
-        path: Path | None = typer.Option(None, "--path", help=_PATH_HELP),
+        path: Path | None = typer.Option(None, "--path", metavar="FILE", help=_PATH_HELP),
         json_output: bool = typer.Option(False, "--json", help="Print a JSON report."),
     ) -> None:
         """Check the hash chain; exit 1 and name each broken line if it was tampered with."""
+        from rich.markup import escape
+
+        from ..deploy.audit import verify
+        from ._output import console, emit_json
+
         log = _log_path(path)
         result = verify(log)
         if json_output:
@@ -58,11 +62,18 @@ def register(app: typer.Typer) -> None:
 
     @audit_app.command("show")
     def show_cmd(
-        path: Path | None = typer.Option(None, "--path", help=_PATH_HELP),
-        last: int | None = typer.Option(None, "--last", help="Only the last N entries."),
+        path: Path | None = typer.Option(None, "--path", metavar="FILE", help=_PATH_HELP),
+        last: int | None = typer.Option(
+            None, "--last", metavar="N", help="Only the last N entries."
+        ),
         json_output: bool = typer.Option(False, "--json", help="Print the entries as JSON."),
     ) -> None:
         """Print the entries, oldest first."""
+        from rich.markup import escape
+
+        from ..deploy.audit import AuditLog
+        from ._output import console, emit_json
+
         if last is not None and last < 1:
             raise UsageError(f"--last {last}: expected a positive number")
         log = _log_path(path)

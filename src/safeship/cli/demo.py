@@ -7,22 +7,23 @@ import json
 from pathlib import Path
 
 import typer
-from rich.live import Live
-
-from ..demo.html import render_html
-from ..demo.story import Story
-from ._output import console, emit_json, err_console
-from .demo_view import live_panel, summary_view
 
 
 def run_demo(base: Path, *, as_json: bool) -> int:
+    from rich.live import Live
+
+    from ..demo.html import render_html
+    from ..demo.story import Story
+    from ._output import console, emit_json, make_console
+    from .demo_view import live_panel, summary_view
+
     story = Story(base)
     if as_json:
         report = asyncio.run(story.run())
     else:
-        with Live(
-            live_panel(story), console=console, refresh_per_second=8, transient=False
-        ) as live:
+        # The live panel wraps its lines inside its frame; every other line is one line.
+        framed = make_console(soft_wrap=False)
+        with Live(live_panel(story), console=framed, refresh_per_second=8, transient=False) as live:
             story.on_change = lambda: live.update(live_panel(story))
             report = asyncio.run(story.run())
         if not console.is_terminal:
@@ -45,7 +46,10 @@ def register(app: typer.Typer) -> None:
     def demo(
         json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         directory: Path = typer.Option(
-            Path(".safeship/demo"), "--dir", help="Where the demo's project and reports go."
+            Path(".safeship/demo"),
+            "--dir",
+            metavar="DIR",
+            help="Where the demo's project and reports go.",
         ),
     ) -> None:
         """Replay the staging incident on the local target and show safeship preventing it.
@@ -55,6 +59,8 @@ def register(app: typer.Typer) -> None:
         each stopped; a good change is promoted with no events lost. Exit code 0 when every
         step went as the story says, 1 otherwise.
         """
+        from ._output import err_console
+
         try:
             code = run_demo(directory, as_json=json_output)
         except (KeyboardInterrupt, asyncio.CancelledError):

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ..config import current_env, load_manifest
-from ..deploy.operations import deploy as run_deploy
-from ..deploy.operations import down as run_down
-from ..deploy.operations import history as run_history
-from ..deploy.operations import rollback as run_rollback
-from ..deploy.operations import status as run_status
-from ..deploy.pipeline import DeployRequest, DeployResult
-from ._output import console, emit_json
-from .render import DeployProgress, render_down, render_history, render_status
+if TYPE_CHECKING:
+    from ..deploy.pipeline import DeployResult
 
 __all__ = ["register"]
 
+# The deploy targets (deploy.targets.TARGETS) and the gates a deploy runs
+# (core.policy.DEPLOY_GATES), spelled out so that --help imports neither.
+TARGET_NAMES = ("local", "cloudrun", "kubernetes")
+DEPLOY_GATE_NAMES = ("static", "legacy", "secrets")
+
 
 def _finish(result: DeployResult, as_json: bool) -> None:
+    from ._output import emit_json
+
     if as_json:
         emit_json(result.record)
     raise typer.Exit(result.exit_code)
@@ -37,31 +38,51 @@ def register(app: typer.Typer) -> None:
         env: str | None = typer.Option(
             None,
             "--env",
+            metavar="ENV",
             help="Environment to deploy to (default: $SAFESHIP_ENV, else development).",
         ),
         target: str | None = typer.Option(
-            None, "--target", help="Where revisions run (default: [deploy] target, else local)."
+            None,
+            "--target",
+            metavar="|".join(TARGET_NAMES),
+            help="Where revisions run (default: [deploy] target, else local).",
         ),
         source: Path | None = typer.Option(
             None,
             "--source",
+            metavar="DIR",
             help="Project directory to deploy (default: the manifest's directory).",
         ),
         image: str | None = typer.Option(
-            None, "--image", help="A prebuilt image (targets that run images; not local)."
+            None,
+            "--image",
+            metavar="IMAGE",
+            help="A prebuilt image (targets that run images; not local).",
         ),
         skip: list[str] = typer.Option(
-            [], "--skip", help="Skip this gate (static, legacy, secrets). Repeatable; audited."
+            [],
+            "--skip",
+            metavar="|".join(DEPLOY_GATE_NAMES),
+            help="Skip this gate. Repeatable; audited.",
         ),
         force: bool = typer.Option(
             False, "--force", help="Deploy despite an unhealthy current revision or skipped gates."
         ),
         reason: str | None = typer.Option(
-            None, "--reason", help="Why --force: required with it, written to the audit log."
+            None,
+            "--reason",
+            metavar="TEXT",
+            help="Why --force: required with it, written to the audit log.",
         ),
         json_output: bool = typer.Option(False, "--json", help="Print the deploy record as JSON."),
     ) -> None:
         """Gates, start with no traffic, verify, switch, watch, promote or roll back, drain."""
+        from ..config import current_env, load_manifest
+        from ..deploy.operations import deploy as run_deploy
+        from ..deploy.pipeline import DeployRequest
+        from ._output import console
+        from .render import DeployProgress
+
         manifest = load_manifest()
         request = DeployRequest(
             env=env or current_env(),
@@ -83,6 +104,11 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Send traffic back to the previous good revision (at once when it still runs)."""
+        from ..config import load_manifest
+        from ..deploy.operations import rollback as run_rollback
+        from ._output import console
+        from .render import DeployProgress
+
         manifest = load_manifest()
         progress = None if json_output else DeployProgress(console)
         _finish(asyncio.run(run_rollback(manifest, on_event=progress)), json_output)
@@ -92,6 +118,11 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="Print the status as JSON."),
     ) -> None:
         """The revisions, which one serves, and whether it is ready."""
+        from ..config import load_manifest
+        from ..deploy.operations import status as run_status
+        from ._output import console, emit_json
+        from .render import render_status
+
         data = asyncio.run(run_status(load_manifest()))
         if json_output:
             emit_json(data)
@@ -101,12 +132,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def history(
-        last: int | None = typer.Option(None, "--last", min=1, help="Only the N most recent."),
+        last: int | None = typer.Option(
+            None, "--last", min=1, metavar="N", help="Only the N most recent (at least 1)."
+        ),
         json_output: bool = typer.Option(
             False, "--json", help="Print the deploys (with their full records) as JSON."
         ),
     ) -> None:
         """Past deploys and rollbacks, most recent first."""
+        from ..config import load_manifest
+        from ..deploy.operations import history as run_history
+        from ._output import console, emit_json
+        from .render import render_history
+
         rows = asyncio.run(run_history(load_manifest(), last))
         if json_output:
             emit_json(rows)
@@ -118,6 +156,11 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="Print what was stopped as JSON."),
     ) -> None:
         """Stop the front and every revision of the local target."""
+        from ..config import load_manifest
+        from ..deploy.operations import down as run_down
+        from ._output import console, emit_json
+        from .render import render_down
+
         done = asyncio.run(run_down(load_manifest()))
         if json_output:
             emit_json({"ok": True, "done": done})

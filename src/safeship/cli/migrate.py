@@ -7,15 +7,14 @@ left alone. ``--check`` changes nothing and exits 1 while any reference remains.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 
-from ..config import load_manifest
 from ..errors import UsageError
-from ..gates.legacy.gate import Reference, find_references, parse_rename, rename_references
-from ._output import console, emit_json
+
+if TYPE_CHECKING:
+    from ..gates.legacy.gate import Reference
 
 __all__ = ["register"]
 
@@ -28,6 +27,10 @@ def _references(refs: list[Reference]) -> list[dict[str, Any]]:
 
 
 def _print_remaining(refs: list[Reference]) -> None:
+    from rich.markup import escape
+
+    from ._output import console
+
     for ref in refs:
         console.print(
             f"  {escape(ref.path)}:{ref.line}  [dim]{escape(ref.kind)} of[/] "
@@ -38,10 +41,13 @@ def _print_remaining(refs: list[Reference]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def migrate(
-        path: Path = typer.Argument(Path("."), help="File or directory to migrate."),
+        path: Path = typer.Argument(
+            Path("."), metavar="PATH", help="File or directory to migrate."
+        ),
         rename: list[str] | None = typer.Option(
             None,
             "--rename",
+            metavar="OLD=NEW",
             help="OLD=NEW fully qualified names (default: the manifest's [legacy] table).",
         ),
         check: bool = typer.Option(
@@ -50,6 +56,12 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="Print a JSON report."),
     ) -> None:
         """Rename references to legacy names safely (imports, attributes and bare uses)."""
+        from rich.markup import escape
+
+        from ..config import load_manifest
+        from ..gates.legacy.gate import find_references, parse_rename, rename_references
+        from ._output import console, emit_json
+
         root = path.expanduser().resolve()
         if not root.exists():
             raise UsageError(f"{path}: no such file or directory")

@@ -7,16 +7,15 @@ Exit codes: 0 ok, 1 the service failed the probe, 2 usage error or a probe that 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-from typer.core import TyperCommand
 
 from ..errors import UsageError
-from ..probe import ProbeResult, Step, parse_expect, parse_send, probe_http, probe_ws, token_source
-from ._output import console, emit_json
+from ._help import HelpInWords
+
+if TYPE_CHECKING:
+    from ..probe import ProbeResult, Step
 
 __all__ = ["build_steps", "register"]
 
@@ -29,7 +28,7 @@ _TOKEN_OPTIONS = {
 }
 
 
-class _ProbeCommand(TyperCommand):
+class _ProbeCommand(HelpInWords):
     """Keeps the raw arguments: which ``--expect`` follows which ``--send`` is their order,
     and click groups a repeated option's values without it."""
 
@@ -70,6 +69,8 @@ def build_steps(options: list[tuple[str, str]], step_timeout: float) -> list[Ste
     Raises:
         UsageError: an ``--expect`` before any ``--send``, bad JSON, or an ``--expect`` without ``=``.
     """
+    from ..probe import Step, parse_expect, parse_send
+
     steps: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for kind, value in options:
         if kind == "send":
@@ -96,6 +97,11 @@ def _headers(values: list[str]) -> dict[str, str]:
 
 
 def _render(result: ProbeResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ._output import console
+
     verdict = result.verdict
     ok = verdict.is_success
     mark = "[bold green]ok[/]" if ok else f"[bold red]{verdict.kind.value}[/]"
@@ -139,16 +145,24 @@ def register(app: typer.Typer) -> None:
     @app.command(cls=_ProbeCommand)
     def probe(
         ctx: typer.Context,
-        url: str = typer.Argument(..., help="ws://, wss:// (WebSocket) or http://, https:// URL."),
-        token: str | None = typer.Option(None, "--token", help="Send this token."),
+        url: str = typer.Argument(
+            ..., metavar="URL", help="ws://, wss:// (WebSocket) or http://, https:// URL."
+        ),
+        token: str | None = typer.Option(None, "--token", metavar="TOKEN", help="Send this token."),
         token_file: str | None = typer.Option(
-            None, "--token-file", help="Read the token from this file (again on every probe)."
+            None,
+            "--token-file",
+            metavar="FILE",
+            help="Read the token from this file (again on every probe).",
         ),
         secret_env: str | None = typer.Option(
-            None, "--secret-env", help="Mint a short-lived token from the secret in this variable."
+            None,
+            "--secret-env",
+            metavar="VAR",
+            help="Mint a short-lived token from the secret in this variable.",
         ),
         token_url: str | None = typer.Option(
-            None, "--token-url", help='POST here for {"token"|"access_token": ...}.'
+            None, "--token-url", metavar="URL", help='POST here for {"token"|"access_token": ...}.'
         ),
         subprotocol_token: bool = typer.Option(
             False,
@@ -156,27 +170,39 @@ def register(app: typer.Typer) -> None:
             help="Send the token as the jwt.<base64url> subprotocol instead of a header.",
         ),
         send: list[str] = typer.Option(
-            [], "--send", help="JSON message; starts a step. Repeatable."
+            [], "--send", metavar="JSON", help="JSON message; starts a step. Repeatable."
         ),
         expect: list[str] = typer.Option(
-            [], "--expect", help="PATH=VALUE the reply to the previous --send must meet."
+            [],
+            "--expect",
+            metavar="PATH=VALUE",
+            help="PATH=VALUE the reply to the previous --send must meet.",
         ),
         step_timeout: float = typer.Option(
-            5.0, "--step-timeout", min=0.001, help="Seconds per step."
+            5.0, "--step-timeout", min=0.001, metavar="SECONDS", help="Seconds per step."
         ),
         connect_only: bool = typer.Option(
             False, "--connect-only", help="Only check that the upgrade is accepted and stays open."
         ),
         settle: float = typer.Option(
-            0.1, "--settle", min=0.0, help="Seconds the connection must stay open without steps."
+            0.1,
+            "--settle",
+            min=0.0,
+            metavar="SECONDS",
+            help="Seconds the connection must stay open without steps.",
         ),
-        header: list[str] = typer.Option([], "--header", help="Extra header 'Name: value'."),
+        header: list[str] = typer.Option(
+            [], "--header", metavar="'NAME: VALUE'", help="Extra header 'Name: value'."
+        ),
         timeout: float = typer.Option(
-            10.0, "--timeout", min=0.001, help="Seconds for the whole probe."
+            10.0, "--timeout", min=0.001, metavar="SECONDS", help="Seconds for the whole probe."
         ),
         json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Probe a WebSocket (or HTTP) endpoint: classified verdict, phase timings, step checks."""
+        from ..probe import probe_http, probe_ws, token_source
+        from ._output import emit_json
+
         scheme = url.partition("://")[0].lower() if "://" in url else ""
         if scheme not in ("ws", "wss", "http", "https"):
             raise UsageError(
