@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -10,6 +9,8 @@ import typer
 
 
 def run_demo(base: Path, *, as_json: bool) -> int:
+    import asyncio
+
     from rich.live import Live
 
     from ..demo.html import render_html
@@ -59,6 +60,8 @@ def register(app: typer.Typer) -> None:
         each stopped; a good change is promoted with no events lost. Exit code 0 when every
         step went as the story says, 1 otherwise.
         """
+        import asyncio
+
         from ._output import err_console
 
         try:

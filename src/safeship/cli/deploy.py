@@ -7,7 +7,6 @@ serving revision is not ready; 2 usage, config or target error; 130 interrupted 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +76,8 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="Print the deploy record as JSON."),
     ) -> None:
         """Gates, start with no traffic, verify, switch, watch, promote or roll back, drain."""
+        import asyncio
+
         from ..config import current_env, load_manifest
         from ..deploy.operations import deploy as run_deploy
         from ..deploy.pipeline import DeployRequest
@@ -104,6 +105,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Send traffic back to the previous good revision (at once when it still runs)."""
+        import asyncio
+
         from ..config import load_manifest
         from ..deploy.operations import rollback as run_rollback
         from ._output import console
@@ -118,6 +121,8 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="Print the status as JSON."),
     ) -> None:
         """The revisions, which one serves, and whether it is ready."""
+        import asyncio
+
         from ..config import load_manifest
         from ..deploy.operations import status as run_status
         from ._output import console, emit_json
@@ -140,6 +145,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Past deploys and rollbacks, most recent first."""
+        import asyncio
+
         from ..config import load_manifest
         from ..deploy.operations import history as run_history
         from ._output import console, emit_json
@@ -156,6 +163,8 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="Print what was stopped as JSON."),
     ) -> None:
         """Stop the front and every revision of the local target."""
+        import asyncio
+
         from ..config import load_manifest
         from ..deploy.operations import down as run_down
         from ._output import console, emit_json

@@ -6,7 +6,6 @@ Exit codes: 0 ok, 1 the service failed the probe, 2 usage error or a probe that 
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -200,6 +199,8 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Probe a WebSocket (or HTTP) endpoint: classified verdict, phase timings, step checks."""
+        import asyncio
+
         from ..probe import probe_http, probe_ws, token_source
         from ._output import emit_json
 
