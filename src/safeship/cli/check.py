@@ -16,7 +16,7 @@ __all__ = ["register"]
 _FORMATS = ("text", "json", "sarif")
 # The gates' names in the order they run (gates.GATES), spelled out so that --help does not
 # import the gates.
-GATE_NAMES = ("static", "legacy", "secrets", "imports", "boot")
+GATE_NAMES = ("static", "legacy", "secrets", "imports", "boot", "deploy-config")
 
 
 def _project_root(path: Path | None) -> Path | None:
