@@ -50,7 +50,18 @@ def _root(
 
 
 # One line per command module; adding a command touches this tuple and its own module.
-_COMMAND_MODULES = ("demo", "probe", "check", "migrate", "audit", "deploy", "secrets", "token")
+_COMMAND_MODULES = (
+    "demo",
+    "probe",
+    "check",
+    "migrate",
+    "audit",
+    "deploy",
+    "secrets",
+    "token",
+    "monitor",
+    "cloudrun",
+)
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)

@@ -217,6 +217,7 @@ async def deploy(
         )
     source = request.source.resolve()
     check_source(manifest, source)
+    notifier = _notifier(manifest)  # a bad [notify] is a config error before anything runs
     spec = revision_spec(manifest, env, source, image)
     prober = RevisionProber.from_manifest(manifest, env, os.environ)
     async with open_session(manifest, name) as session:
@@ -227,10 +228,18 @@ async def deploy(
             session.policy,
             session.services(prober, _gate_runner(manifest, env, source)),
             drain_seconds=manifest.deploy.drain_seconds,
-            on_event=on_event,
+            on_event=notifier.deploy_sink(env, on_event),
             extra={"recovered": list(session.recovered)},
         )
-        return await pipeline.run()
+        result = await pipeline.run()
+    await notifier.close()  # within [notify] timeout
+    return result
+
+
+def _notifier(manifest: Manifest) -> Any:
+    from ..monitor.notify import Notifier
+
+    return Notifier.from_manifest(manifest)
 
 
 # -- rollback, status, history, down --------------------------------------------------------
