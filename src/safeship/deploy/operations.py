@@ -221,6 +221,7 @@ async def deploy(
     spec = revision_spec(manifest, env, source, image)
     prober = RevisionProber.from_manifest(manifest, env, os.environ)
     async with open_session(manifest, name) as session:
+        prober.headers = getattr(session.target, "probe_headers", None)
         pipeline = Pipeline(
             DeployRequest(env, source, request.skip, request.force, request.reason),
             spec,
@@ -265,6 +266,7 @@ async def rollback(manifest: Manifest, *, on_event: EventSink | None = None) -> 
             return await instant_rollback(session, state, goal, on_event=on_event)
         env, spec = restore_spec(session, goal)
         prober = RevisionProber.from_manifest(manifest, env, os.environ)
+        prober.headers = getattr(session.target, "probe_headers", None)
         plan = GatePlan(
             env=env,
             critical=manifest.is_critical(env),
@@ -300,7 +302,9 @@ async def status(manifest: Manifest) -> dict[str, Any]:
     async with open_session(manifest) as session:
         state = await session.target.state()
         prober = RevisionProber(
-            health_prefix=manifest.service.health_prefix, timeout=manifest.deploy.probe_timeout
+            health_prefix=manifest.service.health_prefix,
+            timeout=manifest.deploy.probe_timeout,
+            headers=getattr(session.target, "probe_headers", None),
         )
         checks = {r.id: r.url for r in state.revisions if r.status == "running" and r.url}
         if state.serving and state.front_url:

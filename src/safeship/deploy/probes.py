@@ -9,11 +9,11 @@ traffic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ConfigError, SecretError, UsageError
+from ..errors import ConfigError, SafeshipError, SecretError, UsageError
 from ..probe import MintedToken, ProbeResult, Step, TokenSource, parse_send, probe_http, probe_ws
 from ..secrets import candidate_names, resolve_secret, source_from_spec
 
@@ -82,6 +82,11 @@ class Prober(Protocol):
         ...
 
 
+HeaderSource = Callable[[str], Awaitable[Mapping[str, str]]]
+"""Base URL -> extra headers for a probe of it (a platform's own auth, e.g. Cloud Run's
+``X-Serverless-Authorization``), so the app's token keeps ``Authorization``."""
+
+
 def ws_url(base_url: str, path: str) -> str:
     """``http://h:p`` + ``/ws`` -> ``ws://h:p/ws`` (``https`` -> ``wss``)."""
     scheme, sep, rest = base_url.partition("://")
@@ -98,12 +103,15 @@ class RevisionProber:
         token_source: TokenSource | None = None,
         steps: Sequence[Step] = (),
         timeout: float = 3.0,
+        headers: HeaderSource | None = None,
     ) -> None:
         self.ws_path = ws_path
         self.health_prefix = health_prefix
         self.token_source = token_source
         self.steps = tuple(steps)
         self.timeout = timeout
+        self.headers = headers
+        """Extra headers per probed URL: a target's own (Cloud Run's ID token)."""
 
     @classmethod
     def from_manifest(
@@ -127,16 +135,32 @@ class RevisionProber:
 
     async def ready(self, base_url: str) -> ProbeOutcome:
         url = f"{base_url.rstrip('/')}{self.health_prefix.rstrip('/')}/ready"
-        return ProbeOutcome.from_result(await probe_http(url, timeout=self.timeout), "ready")
+        headers = await self._headers(base_url, "ready")
+        if isinstance(headers, ProbeOutcome):
+            return headers
+        result = await probe_http(url, timeout=self.timeout, headers=headers)
+        return ProbeOutcome.from_result(result, "ready")
 
     async def websocket(self, base_url: str) -> ProbeOutcome:
+        headers = await self._headers(base_url, "websocket")
+        if isinstance(headers, ProbeOutcome):
+            return headers
         result = await probe_ws(
             ws_url(base_url, self.ws_path),
             token_source=self.token_source,
             steps=self.steps,
             timeout=self.timeout,
+            headers=headers,
         )
         return ProbeOutcome.from_result(result, "websocket")
+
+    async def _headers(self, base_url: str, what: str) -> Mapping[str, str] | ProbeOutcome:
+        if self.headers is None:
+            return {}
+        try:
+            return await self.headers(base_url)
+        except SafeshipError as exc:  # no credential for the platform: the probe cannot run
+            return ProbeOutcome("inconclusive", "inconclusive", exc.message, what=what)
 
 
 def probe_steps(manifest: Manifest) -> list[Step]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from .. import procs
 from ..core.rollout import (
     Cancel,
     Decision,
@@ -35,6 +36,10 @@ __all__ = ["recover_interrupted"]
 P = RolloutPhase
 
 
+def _alive(pid: int, start: int | None) -> bool:
+    return procs.is_alive(procs.ProcessRef(pid, start))
+
+
 async def recover_interrupted(
     store: StateStore,
     target: Target,
@@ -51,6 +56,12 @@ async def recover_interrupted(
     previous revision after a switch; stop the new one). Returns what was done, in words.
     """
     done: list[str] = []
+    for row in store.deploys():
+        # A target whose state lives on the provider (Cloud Run) has no recover() to notice
+        # that the deploying process died: the record says so, whatever the target.
+        if row.status == "running" and row.pid is not None and not _alive(row.pid, row.pid_start):
+            store.update_deploy(row.id, status="interrupted", ended=time.time())
+            done.append(f"deploy {row.id} (pid {row.pid}) was interrupted")
     for row in store.deploys():
         record = row.data
         saved = record.get("rollout") or {}

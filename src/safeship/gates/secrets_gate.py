@@ -1,7 +1,8 @@
 """The ``secrets`` gate: every declared secret, in every consumer, for the target environment.
 
 For each secret (``[secrets.*]`` plus the JWT signing secret ``auth.secret``) and each of its
-consumers (``env``, ``file:PATH``, ``dir:PATH``, ``gcp:...``) the gate checks that the secret
+consumers (``env``, ``file:PATH``, ``dir:PATH``, ``gcp:...``, and the Secret Manager version
+``[deploy.cloudrun] secrets`` gives the Cloud Run service) the gate checks that the secret
 is present under one of its candidate names, is not a placeholder, is strong enough, and
 that all consumers hold the same value. Values are compared and shown only as keyed
 fingerprints; no value ever reaches a finding, a summary or a log.
@@ -26,7 +27,7 @@ from ..secrets import (
 from .model import Finding, GateResult, Tier
 from .runner import CheckContext, result_from_findings
 
-__all__ = ["SecretsGate", "declared_secrets"]
+__all__ = ["SecretsGate", "declared_secrets", "referenced_versions"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class SecretsGate:
         names = candidate_names(base, ctx.env, config.per_environment)
         salt = ctx.manifest.service.salt
         held: list[_Held] = []
-        for spec in config.consumers:
+        for spec in dict.fromkeys([*config.consumers, *referenced_versions(ctx, base, config)]):
             try:
                 source = source_from_spec(spec, root=ctx.manifest.root, environ=ctx.environ)
                 found = _lookup(source, names)
@@ -197,6 +198,27 @@ class SecretsGate:
             for other in held[1:]
             if other.fingerprint != reference.fingerprint
         ]
+
+
+def referenced_versions(ctx: CheckContext, base: str, config: SecretConfig) -> list[str]:
+    """The Secret Manager version ``[deploy.cloudrun] secrets`` gives the Cloud Run service
+    for ``base`` in this environment, as a consumer: ``gcp:projects/P/secrets/S[/versions/V]``.
+
+    The service reads that version, so the clients' consumers must hold the same secret; it is
+    compared like any declared consumer, without being declared twice."""
+    cloudrun = ctx.manifest.deploy.cloudrun
+    for name in candidate_names(base, ctx.env, config.per_environment):
+        reference = cloudrun.secrets.get(name)
+        if reference is None:
+            continue
+        secret, _, version = reference.rpartition(":")
+        if not secret.startswith("projects/"):
+            if not cloudrun.project:
+                return []  # the target refuses this manifest itself, naming the key
+            secret = f"projects/{cloudrun.project}/secrets/{secret}"
+        pinned = "" if version == "latest" else f"/versions/{version}"
+        return [f"gcp:{secret}{pinned}"]
+    return []
 
 
 def _lookup(source: SecretSource, names: tuple[str, ...]) -> tuple[str, str] | None:
