@@ -41,6 +41,7 @@ __all__ = [
 TARGETS: dict[str, str] = {
     "local": "safeship.deploy.targets.local:LocalTarget",
     "cloudrun": "safeship.deploy.targets.cloudrun:CloudRunTarget",
+    "kubernetes": "safeship.deploy.targets.kubernetes:KubernetesTarget",
 }
 
 _EXTRAS = {"cloudrun": "cloudrun", "kubernetes": "kubernetes"}

@@ -1,0 +1,574 @@
+"""The Kubernetes target: each revision a Deployment ``SVC-rN`` and a Service ``SVC-rN``
+selecting only it; the stable Service ``SVC`` selects the serving revision.
+
+The objects are built by the pure functions of ``k8s_manifests`` and sent thinly with the
+official ``kubernetes`` client's ``ApiClient`` (its configuration, auth and TLS; plain dicts
+in and out, so one code path serves core, apps, discovery and Gateway API objects). The
+client is synchronous: every request runs in a worker thread with the client's own timeout
+(``request_timeout``), so no call waits without a deadline and the event loop keeps serving
+probes meanwhile.
+
+The state lives on the server: a fresh target finds the revisions (Deployments labelled
+``app=SVC``), who serves (the stable Service's selector) and every pod's state from the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+# The extra: without it, this import fails and target_class() says which pip install to run.
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from ...errors import TargetError
+from . import k8s_manifests as m
+from .base import Revision, RevisionSpec, RevisionStatus, StartFailure, TargetState
+
+if TYPE_CHECKING:
+    from ...config import KubernetesConfig, Manifest
+
+__all__ = ["ApiError", "KubernetesGatewayTarget", "KubernetesTarget", "api_client"]
+
+S = RevisionStatus
+_CORE, _APPS = "/api/v1", "/apis/apps/v1"
+_SLICES = "/apis/discovery.k8s.io/v1"
+_ROUTES = "/apis/gateway.networking.k8s.io/v1"
+_VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+_PATH = re.compile(
+    r"^/apis?/(?:(?P<group>[^/]+)/)?v[^/]+/namespaces/(?P<ns>[^/]+)/(?P<res>[^/]+)(?:/(?P<name>[^/]+))?"
+)
+
+
+class ApiError(TargetError):
+    """The Kubernetes API answered with an error status."""
+
+    def __init__(self, status: int, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+def api_client(settings: KubernetesConfig) -> Any:
+    """An ``ApiClient`` from the pod's service account (in a cluster) or a kubeconfig context.
+
+    Raises:
+        TargetError: no usable configuration, naming what was tried.
+    """
+    client, config = k8s_client, k8s_config
+    in_cluster = settings.in_cluster
+    if in_cluster is None:
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    configuration = client.Configuration()
+    try:
+        if in_cluster:
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(
+                config_file=settings.kubeconfig,
+                context=settings.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (config.ConfigException, OSError, TypeError, ValueError) as exc:
+        where = (
+            "the pod's service account (in-cluster)"
+            if in_cluster
+            else f"kubeconfig {settings.kubeconfig or os.environ.get('KUBECONFIG') or '~/.kube/config'}"
+            + (f", context {settings.context!r}" if settings.context else "")
+        )
+        raise TargetError(
+            f"cannot configure the Kubernetes client from {where}: {exc}",
+            hint="set [deploy.kubernetes] kubeconfig and context, or in_cluster = true in a pod",
+        ) from None
+    return client.ApiClient(configuration)
+
+
+class _Api:
+    """Thin JSON requests through the client's configured transport, each with a deadline."""
+
+    def __init__(self, client: Any, timeout: float) -> None:
+        self.client, self.timeout = client, timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        import urllib3
+
+        method_, url, headers, payload, post = self.client.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        host = self.client.configuration.host
+        try:
+            response = self.client.call_api(
+                method_, url, headers, payload, post, _request_timeout=self.timeout
+            )
+            raw = response.read()
+        except urllib3.exceptions.HTTPError as exc:
+            raise TargetError(
+                f"the Kubernetes API at {host} did not answer {method} {path}: {exc}",
+                hint="check the cluster is reachable (kubectl cluster-info) and the context",
+            ) from None
+        data = _json(raw)
+        if response.status >= 400:
+            raise _error(response.status, method, path, data)
+        return data
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _json(raw: bytes | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"message": raw[:200].decode("utf-8", "replace")}
+    return value if isinstance(value, dict) else {"items": value}
+
+
+def _error(status: int, method: str, path: str, data: Mapping[str, Any]) -> ApiError:
+    match = _PATH.match(path.split("?", 1)[0])
+    group = (match.group("group") if match else None) or ""
+    resource = match.group("res") if match else path
+    namespace = match.group("ns") if match else "?"
+    verb = _VERBS.get(method) or ("get" if match and match.group("name") else "list")
+    said = str(data.get("message") or data.get("reason") or "").splitlines()[0:1]
+    detail = f": {said[0]}" if said else ""
+    qualified = f"{resource}.{group}" if group else resource
+    if status == 403:
+        return ApiError(
+            status,
+            f"the Kubernetes API refused to {verb} {qualified} in namespace {namespace} "
+            f"(403 Forbidden){detail}",
+            hint=f'grant the deploying account verb "{verb}" on resource "{resource}" in '
+            f'apiGroup "{group}" (a Role in namespace {namespace}; docs/kubernetes.md has '
+            "the minimal Role)",
+        )
+    if status == 401:
+        return ApiError(
+            status,
+            f"the Kubernetes API did not accept the credentials (401){detail}",
+            hint="refresh the kubeconfig's credentials, or check the service account token",
+        )
+    return ApiError(status, f"{method} {path} failed with {status}{detail}")
+
+
+class KubernetesTarget:
+    """Revisions as Deployments. Without a Gateway HTTPRoute it offers no traffic split:
+    canary steps switch whole (:class:`KubernetesGatewayTarget` splits)."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        settings: KubernetesConfig,
+        *,
+        service: str,
+        drain_seconds: float = 10.0,
+        grace_seconds: float = 10.0,
+        ready_timeout: float = 30.0,
+        health_prefix: str = "/health",
+        env: Mapping[str, str] | None = None,
+        client: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.service, self.namespace = service, settings.namespace
+        self.drain_seconds, self.grace_seconds = drain_seconds, grace_seconds
+        self.ready_timeout, self.health_prefix = ready_timeout, health_prefix
+        self.env = dict(env or {})
+        self._client = client
+        self._api: _Api | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> KubernetesTarget:
+        deploy = manifest.deploy
+        settings = deploy.kubernetes
+        kind = KubernetesGatewayTarget if settings.gateway_route else KubernetesTarget
+        return kind(
+            settings,
+            service=manifest.service.name,
+            drain_seconds=deploy.drain_seconds,
+            grace_seconds=deploy.stop_grace_seconds,
+            ready_timeout=deploy.ready_timeout,
+            health_prefix=manifest.service.health_prefix,
+        )
+
+    @property
+    def api(self) -> _Api:
+        if self._api is None:
+            client = self._client if self._client is not None else api_client(self.settings)
+            self._api = _Api(client, self.settings.request_timeout)
+        return self._api
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+    async def _call(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(self.api.request, method, path, body, **kw)
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _delete(self, path: str) -> None:
+        try:
+            await self._call("DELETE", path)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def _list(self, base: str, plural: str, **labels: str) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        path = f"{base}/namespaces/{self.namespace}/{plural}"
+        data = await self._call("GET", path, query={"labelSelector": selector})
+        return list(data.get("items") or [])
+
+    def _path(self, base: str, plural: str, name: str = "") -> str:
+        return f"{base}/namespaces/{self.namespace}/{plural}" + (f"/{name}" if name else "")
+
+    def workload(self, image: str, args: tuple[str, ...] = ()) -> m.Workload:
+        s = self.settings
+        return m.Workload(
+            service=self.service,
+            namespace=self.namespace,
+            image=image,
+            port=s.port,
+            replicas=s.replicas,
+            secret=s.secret,
+            drain_seconds=self.drain_seconds,
+            grace_seconds=self.grace_seconds,
+            pre_stop_seconds=s.pre_stop_seconds,
+            health_prefix=self.health_prefix,
+            service_type=s.service_type,
+            env=self.env,
+            args=args,
+        )
+
+    # -- Target ---------------------------------------------------------------------------
+
+    async def start(self, spec: RevisionSpec) -> Revision:
+        """Create ``SVC-rN`` (Deployment and Service, no traffic); return once available or
+        failed. Secrets reach the pod through ``envFrom: secretRef`` only: of ``spec.env`` (which
+        holds the caller's secret values) only ``SAFESHIP_ENV`` is written into the object.
+
+        Raises:
+            TargetError: no image, or the API refused (a 403 names the verb to grant).
+        """
+        image = spec.image or self.settings.image
+        if not image:
+            raise TargetError(
+                "the kubernetes target runs images, and none was given",
+                hint="pass --image IMG, or set [deploy.kubernetes] image",
+            )
+        args = tuple(
+            part.replace("{port}", str(self.settings.port)).replace("{host}", "0.0.0.0")
+            for part in spec.command or ()
+        )
+        workload = self.workload(image, args)
+        if spec.env.get("SAFESHIP_ENV"):
+            # The one variable taken from the caller: which environment this is. Everything
+            # else in spec.env may be a secret, and secrets come from the Secret.
+            env = {**workload.env, "SAFESHIP_ENV": spec.env["SAFESHIP_ENV"]}
+            workload = dataclasses.replace(workload, env=env)
+        revision = await self._next_revision(workload)
+        created = time.time()
+        await self._call(
+            "POST",
+            self._path(_APPS, "deployments"),
+            m.deployment(workload, revision, created=created),
+        )
+        try:
+            await self._call("POST", self._path(_CORE, "services"), m.service(workload, revision))
+            return await self._wait_available(revision, created)
+        except asyncio.CancelledError:
+            # Ctrl-C mid-start: leave nothing half-started behind, then let it propagate.
+            await self._remove(revision)
+            raise
+        except TargetError:
+            await self._remove(revision)
+            raise
+
+    async def _next_revision(self, workload: m.Workload) -> str:
+        """``rN`` after every revision ever started: the stable Service keeps the count in an
+        annotation (deleted Deployments leave no label behind, and an id is never reused)."""
+        path = self._path(_CORE, "services", self.service)
+        stable = await self._get(path)
+        if stable is None:
+            # Created selecting nothing: it serves once a revision is switched to.
+            stable = await self._call(
+                "POST", self._path(_CORE, "services"), m.service(workload, "", name=self.service)
+            )
+        existing = await self._list(_APPS, "deployments", app=self.service)
+        seen = [d["metadata"].get("labels", {}).get(m.LABEL_REVISION, "") for d in existing]
+        last = (stable.get("metadata", {}).get("annotations") or {}).get(m.ANNOTATION_LAST)
+        seen.append(f"r{last}" if last else "")
+        number = m.revision_number(seen)
+        patch = {"metadata": {"annotations": {m.ANNOTATION_LAST: str(number)}}}
+        await self._call("PATCH", path, patch, content_type="application/merge-patch+json")
+        return f"r{number}"
+
+    async def _wait_available(self, revision: str, created: float) -> Revision:
+        name = f"{self.service}-{revision}"
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            deployment = await self._get(self._path(_APPS, "deployments", name))
+            if deployment is None:
+                raise TargetError(
+                    f"deployment {name} disappeared while starting",
+                    hint=f"someone deleted it; see kubectl -n {self.namespace} get events",
+                )
+            pods = await self._list(_CORE, "pods", app=self.service, revision=revision)
+            status, failure = m.revision_status(deployment, pods)
+            if status is S.RUNNING:
+                url = self._url(name, await self._get(self._path(_CORE, "services", name)))
+                if url is not None:
+                    return self._revision(deployment, status, None, url)
+            elif status is S.FAILED:
+                return self._revision(deployment, status, failure, "")
+            if time.monotonic() >= deadline:
+                conditions = (deployment.get("status") or {}).get("conditions") or []
+                said = "; ".join(
+                    f"{c.get('type')}: {c.get('message') or c.get('reason')}" for c in conditions
+                )
+                failure = StartFailure(
+                    f"deployment {name} not available within {self.ready_timeout:g}s"
+                    + (f" ({said})" if said else ""),
+                    hint=f"kubectl -n {self.namespace} describe deployment {name}",
+                )
+                return self._revision(deployment, S.FAILED, failure, "")
+            await asyncio.sleep(self.settings.poll_interval)
+
+    async def switch(self, revision_id: str) -> None:
+        """Point the stable Service ``SVC`` at the revision; returns once its EndpointSlices
+        list only that revision's pods (and at least one is ready)."""
+        name = f"{self.service}-{revision_id}"
+        deployment = await self._get(self._path(_APPS, "deployments", name))
+        pods = await self._list(_CORE, "pods", app=self.service, revision=revision_id)
+        status = m.revision_status(deployment, pods)[0] if deployment else None
+        if deployment is None or status is not S.RUNNING:
+            raise TargetError(
+                f"revision {revision_id} is not running ({status or 'no deployment ' + name}); "
+                "traffic was not moved",
+                hint="start a new revision with `safeship deploy`",
+            )
+        await self._select(revision_id)
+        await self._route(revision_id, None, 100)
+        if m.ANNOTATION_TRAFFIC not in (deployment["metadata"].get("annotations") or {}):
+            patch = {"metadata": {"annotations": {m.ANNOTATION_TRAFFIC: f"{time.time():.3f}"}}}
+            await self._call(
+                "PATCH",
+                self._path(_APPS, "deployments", name),
+                patch,
+                content_type="application/merge-patch+json",
+            )
+        await self._wait_endpoints(revision_id)
+
+    async def _select(self, revision: str) -> None:
+        path = self._path(_CORE, "services", self.service)
+        if await self._get(path) is None:
+            stable = m.service(self.workload("-"), revision, name=self.service)
+            await self._call("POST", self._path(_CORE, "services"), stable)
+            return
+        patch = {"spec": {"selector": {m.LABEL_APP: self.service, m.LABEL_REVISION: revision}}}
+        await self._call(
+            "PATCH", path, patch, content_type="application/strategic-merge-patch+json"
+        )
+
+    async def _route(self, new: str, old: str | None, percent: int) -> None:
+        """Without a Gateway route there are no weights to set."""
+
+    async def _wait_endpoints(self, revision: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            slices = await self._list(
+                _SLICES, "endpointslices", **{"kubernetes.io/service-name": self.service}
+            )
+            pods = await self._list(_CORE, "pods", app=self.service, revision=revision)
+            names = [p["metadata"]["name"] for p in pods]
+            ok, words = m.endpoints_only(slices, names)
+            if ok:
+                return
+            if time.monotonic() >= deadline:
+                raise TargetError(
+                    f"the Service {self.service} selects {revision}, but its EndpointSlices "
+                    f"do not list only {revision}'s pods after {self.ready_timeout:g}s ({words})",
+                    hint=f"kubectl -n {self.namespace} get endpointslices "
+                    f"-l kubernetes.io/service-name={self.service}",
+                )
+            await asyncio.sleep(self.settings.poll_interval)
+
+    async def state(self) -> TargetState:
+        deployments = await self._list(_APPS, "deployments", app=self.service)
+        pods = await self._list(_CORE, "pods", app=self.service)
+        services = {
+            s["metadata"]["name"]: s for s in await self._list(_CORE, "services", app=self.service)
+        }
+        stable = await self._get(self._path(_CORE, "services", self.service))
+        selected = ((stable or {}).get("spec") or {}).get("selector", {}).get(m.LABEL_REVISION)
+        revisions, problems = [], []
+        for deployment in deployments:
+            labels = deployment["metadata"].get("labels") or {}
+            if labels.get(m.LABEL_APP) != self.service or m.LABEL_REVISION not in labels:
+                continue  # a server that ignores label selectors (defence, not policy)
+            revision = labels[m.LABEL_REVISION]
+            own = [
+                p for p in pods
+                if (p["metadata"].get("labels") or {}).get(m.LABEL_REVISION) == revision
+            ]  # fmt: skip
+            status, failure = m.revision_status(deployment, own)
+            name = deployment["metadata"]["name"]
+            url = self._url(name, services.get(name)) or ""
+            revisions.append(self._revision(deployment, status, failure, url))
+        revisions.sort(key=lambda r: m.revision_number([r.id]))
+        ids = {r.id: r for r in revisions}
+        serving = selected if selected in ids else None
+        if selected and serving is None:
+            problems.append(
+                f"the Service {self.service} selects {selected}, which has no Deployment: "
+                "nothing serves"
+            )
+        elif serving is not None and ids[serving].status is not S.RUNNING:
+            problems.append(f"{serving} is serving but is {ids[serving].status}")
+        return TargetState(
+            self.name, tuple(revisions), serving, self._front_url(stable), tuple(problems)
+        )
+
+    async def stop(self, revision_id: str, *, drain_seconds: float) -> None:
+        """Scale ``SVC-rN`` to 0 (its pods get the preStop sleep, then SIGTERM, and drain
+        within ``terminationGracePeriodSeconds``), wait for them to go, then delete the
+        Deployment and its Service. Stopping the serving revision first points the stable
+        Service at nothing, so no new connection reaches a draining pod."""
+        stable = await self._get(self._path(_CORE, "services", self.service))
+        selector = ((stable or {}).get("spec") or {}).get("selector") or {}
+        if selector.get(m.LABEL_REVISION) == revision_id:
+            await self._select("")
+        name = f"{self.service}-{revision_id}"
+        try:
+            await self._call(
+                "PATCH",
+                self._path(_APPS, "deployments", name),
+                {"spec": {"replicas": 0}},
+                content_type="application/merge-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        within = m.grace_period(self.workload("-")) + self.settings.request_timeout
+        deadline = time.monotonic() + within
+        left: list[dict[str, Any]] = []
+        while True:
+            left = await self._list(_CORE, "pods", app=self.service, revision=revision_id)
+            if not left or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(self.settings.poll_interval)
+        await self._remove(revision_id)
+        if left:
+            raise TargetError(
+                f"{len(left)} pod(s) of {revision_id} still terminating after {within:g}s; "
+                f"the Deployment {name} was deleted anyway",
+                hint=f"kubectl -n {self.namespace} get pods -l app={self.service},"
+                f"revision={revision_id}",
+            )
+
+    async def _remove(self, revision: str) -> None:
+        name = f"{self.service}-{revision}"
+        await self._delete(self._path(_APPS, "deployments", name))
+        await self._delete(self._path(_CORE, "services", name))
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _url(self, name: str, service: Mapping[str, Any] | None) -> str | None:
+        """The URL of a Service through ``url_template``; ``None`` while a node port it
+        needs is not assigned yet."""
+        ports = ((service or {}).get("spec") or {}).get("ports") or [{}]
+        node_port = ports[0].get("nodePort")
+        template = self.settings.url_template
+        if "{node_port}" in template and node_port is None:
+            return None
+        return template.format(
+            name=name, namespace=self.namespace, port=self.settings.port, node_port=node_port
+        )
+
+    def _front_url(self, stable: Mapping[str, Any] | None) -> str | None:
+        if self.settings.front_url:
+            return self.settings.front_url
+        return self._url(self.service, stable) if stable is not None else None
+
+    def _revision(
+        self,
+        deployment: Mapping[str, Any],
+        status: RevisionStatus,
+        failure: StartFailure | None,
+        url: str,
+    ) -> Revision:
+        meta = deployment.get("metadata", {})
+        annotations = meta.get("annotations") or {}
+        try:
+            created = float(annotations.get(m.ANNOTATION_CREATED, 0))
+        except ValueError:
+            created = 0.0
+        return Revision(
+            id=(meta.get("labels") or {}).get(m.LABEL_REVISION, meta.get("name", "?")),
+            url=url,
+            status=status,
+            created=created,
+            traffic=m.ANNOTATION_TRAFFIC in annotations,
+            failure=failure,
+        )
+
+
+class KubernetesGatewayTarget(KubernetesTarget):
+    """Canary steps through a Gateway API HTTPRoute: the first rule's ``backendRefs`` carry
+    the weights between the revisions' own Services."""
+
+    async def split(self, new: str, old: str, percent: int) -> None:
+        """Send ``percent`` % of new requests to ``new``; returns once the API holds the
+        weights (a Gateway applies them to new connections; open ones stay)."""
+        await self._route(new, old, percent)
+
+    async def _route(self, new: str, old: str | None, percent: int) -> None:
+        name = self.settings.gateway_route
+        path = self._path(_ROUTES, "httproutes", str(name))
+        route = await self._get(path)
+        if route is None:
+            raise TargetError(
+                f"the HTTPRoute {name} does not exist in namespace {self.namespace}",
+                hint="create it attached to your Gateway (docs/kubernetes.md), or remove "
+                "[deploy.kubernetes] gateway_route to switch whole",
+            )
+        rules = list((route.get("spec") or {}).get("rules") or [{}])
+        refs = m.backend_refs(self.workload("-"), new, old, percent)
+        rules[0] = {**rules[0], "backendRefs": refs}
+        await self._call(
+            "PATCH", path, {"spec": {"rules": rules}}, content_type="application/merge-patch+json"
+        )
+        written = (await self._call("GET", path)).get("spec", {}).get("rules", [{}])[0]
+        if written.get("backendRefs") != refs:
+            raise TargetError(
+                f"the HTTPRoute {name} does not hold the weights that were written",
+                hint=f"kubectl -n {self.namespace} get httproute {name} -o yaml",
+            )
