@@ -32,36 +32,84 @@ _lock = threading.Lock()
 # thread registers a new value.
 _registered: tuple[tuple[str, str], ...] = ()
 
-# Branches start with (nearly) literal text and avoid leading lookbehinds: the alternation is
-# tried at every position, so a cheap first step keeps redact() fast.
-_PATTERN = re.compile(
+
+def _nocase(word: str) -> str:
+    """``word`` as per-character classes (``[Tt][Oo]...``): unlike ``(?i:...)`` this keeps a
+    first-character set the regex engine can skip ahead with."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+def _words(*words: str) -> str:
+    """Any of ``words`` (case-insensitive): one first-character class (the engine skips ahead
+    to it in C), then a trie of the rests, each leaf checked against its whole word by a
+    lookbehind. Every alternative starts with a character class, which the engine rejects
+    in one step."""
+    firsts = "".join(sorted({c for w in words for c in (w[0].upper(), w[0].lower())}))
+    return f"[{firsts}]{_trie({w[1:]: w for w in words})}"
+
+
+def _trie(rests: dict[str, str]) -> str:
+    groups: dict[str, dict[str, str]] = {}
+    leaves = []
+    for rest, word in rests.items():
+        if rest:
+            groups.setdefault(rest[0].lower(), {})[rest[1:]] = word
+        else:
+            leaves.append(f"(?<={_nocase(word)})")
+    branches = [_nocase(c) + _trie(sub) for c, sub in groups.items()] + leaves
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+
+_QUOTE = "[\"']?"
+_SEP = f"{_QUOTE}\\s*+[:=,]\\s*+b?{_QUOTE}\\s*+"
+
+# Each pass runs in linear time on any input (tests/security checks every one with an
+# analyzer): unbounded runs are possessive, and no attempt can start inside the run of an
+# earlier attempt, so a failed attempt is never rescanned from the next position. Each starts
+# with a fixed character set, which lets the engine skip ahead in C, and runs only when its
+# trigger (lower-cased) is in the text: most log lines have none.
+_PASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     # Authorization header values, in HTTP, dict/JSON and ASGI (b'authorization', b'...') forms.
     # The scheme word is kept so the line still says what kind of credential was there.
-    r"(?P<auth>(?i:(?:proxy-)?authorization)[\"']?\s*[:=,]\s*b?[\"']?\s*"
-    r"(?:[A-Za-z][\w-]*\s+)?)[^\s\"',;)\]}]+"
+    ("authoriz", re.compile(
+        f"(?P<keep>{_nocase('authorization')}{_SEP}(?:[A-Za-z][\\w-]{{0,30}}\\s++)?)"
+        "[^\\s\"',;)\\]}]++"
+    )),
     # Cookie headers: the configured auth cookie may hold the token.
-    r"|(?P<cookie>(?i:(?:set-)?cookie)[\"']?\s*[:=,]\s*b?[\"']?\s*)[^\"'\r\n]+"
+    ("cookie", re.compile(f"(?P<keep>{_nocase('cookie')}{_SEP})[^\"'\\r\\n]++")),
     # Parameters named like credentials (/ws?ticket=..., b'access_token=...', client_secret=):
     # the name's own prefix stays outside the match.
-    r"|(?P<param>(?i:token|ticket|secret|passw(?:or)?d|api[_-]?key|jwt)=)[^&\s\"'#;]+"
-    # The password of a URL with credentials (DATABASE_URL, REDIS_URL).
-    r"|(?P<dsn>://[^\s/:@]*:)[^\s/@]+(?=@)"
+    ("=", re.compile(
+        "(?P<keep>" + _words(
+            "token", "ticket", "secret", "password", "passwd", "pwd", "api_key", "api-key",
+            "apikey", "jwt", "auth", "session", "sig", "credential",
+        ) + "=)[^&\\s\"'#;]++"
+    )),
+    # A query parameter whose name is percent-encoded (?tic%6bet=...): what it decodes to
+    # cannot be told by looking, so its value is treated as a credential.
+    ("%", re.compile("(?P<keep>[?&;][^=&?;%\\s\"'#]*+%[^=&?;\\s\"'#]*+=)[^&\\s\"'#;]++")),
+    # The password of a URL with credentials (DATABASE_URL, REDIS_URL), also with one slash
+    # (a typo such as scheme:/user:PW@host), up to the last '@' (a password may hold '@').
+    (":/", re.compile("(?P<keep>:/{1,3}[^\\s/:@]*+:)[^\\s/]*(?=@)")),
     # The "jwt.<base64url(jwt)>" subprotocol. Requiring a digit or '-' in the run keeps
     # Python names such as jwt.InvalidSignatureError readable in tracebacks.
-    r"|(?P<proto>\bjwt\.)(?=[A-Za-z_]*[0-9-])[A-Za-z0-9_-]{16,}=*"
+    ("jwt.", re.compile(
+        f"(?P<keep>{_nocase('jwt.')})(?=[A-Za-z_]*[0-9-])[A-Za-z0-9_-]{{16,}}+=*+"
+    )),
     # A bare "Bearer <token>" outside an Authorization header; auth-params such as
     # error="invalid_token" (WWW-Authenticate) are not credentials and stay readable.
-    r"|(?P<bearer>\b(?i:bearer)\s+)(?![\w-]+=\")[A-Za-z0-9._~+/-]{8,}=*"
-    # Anything shaped like a compact JWT (header and payload are JSON objects: "eyJ").
-    r"|eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"
-)
-_KEEP_GROUPS = ("auth", "cookie", "param", "dsn", "proto", "bearer")
-# Every branch above needs one of these (lower-cased) substrings; most log lines have none,
-# and a few substring tests are much cheaper than running the alternation at every position.
-_TRIGGERS = (
-    "authoriz", "cookie", "token", "ticket", "secret", "passw", "key=", "jwt", "bearer",
-    "eyj", "://",
+    ("bearer", re.compile(
+        f"(?P<keep>{_nocase('bearer')}\\s++)(?![\\w-]{{1,64}}=\")[A-Za-z0-9._~+/-]{{8,}}+=*+"
+    )),
+    # Anything shaped like a compact JWT (the payload is a JSON object: ".eyJ"), from the
+    # character before its run of base64url characters (kept), so no attempt starts inside
+    # another's run. redact() puts a newline in front, for a token at the very start.
+    (".eyj", re.compile(
+        "(?P<keep>[^A-Za-z0-9_-])[A-Za-z0-9_-]*+\\.eyJ[A-Za-z0-9_-]*+\\.[A-Za-z0-9_-]*+"
+    )),
 )  # fmt: skip
+_TEMPLATE = "\\g<keep>" + REDACTED
+_JWT = _PASSES[-1][1]
 
 
 def _fingerprint(value: str) -> str:
@@ -94,12 +142,9 @@ def _as_text(value: str | bytes) -> str:
     return value
 
 
-def _replace(match: re.Match[str]) -> str:
-    for group in _KEEP_GROUPS:
-        kept = match.group(group)
-        if kept is not None:
-            return kept + REDACTED
-    return REDACTED
+MAX_EXAMINED_CHARS = 64 * 1024
+"""``redact`` examines at most this many characters; the rest of a longer text is replaced by a
+note of how much was left out (a log line that long is an attack or a mistake)."""
 
 
 def redact(text: str) -> str:
@@ -108,16 +153,26 @@ def redact(text: str) -> str:
     Registered secrets become ``[redacted:<fingerprint>]``. These become ``[redacted]``:
     Authorization and Cookie header values, ``Bearer <token>``, the values of parameters
     named like credentials (``ticket=``, ``token=``, ``access_token=``, ``jwt=``,
-    ``client_secret=``, ``password=``, ``api_key=``), URL passwords (``scheme://user:PW@``),
+    ``client_secret=``, ``password=``, ``api_key=``, ``auth=``, ``session=``, ``sig=``) or
+    with a percent-encoded name, URL passwords (``scheme://user:PW@``, also ``scheme:/``),
     ``jwt.<base64url>`` subprotocols and anything shaped like a compact JWT.
+
+    Runs in time linear in ``len(text)``, and looks at no more than ``MAX_EXAMINED_CHARS``.
     """
+    if len(text) > MAX_EXAMINED_CHARS:
+        hidden = len(text) - MAX_EXAMINED_CHARS
+        text = f"{text[:MAX_EXAMINED_CHARS]}[... {hidden} more characters not shown]"
     for value, tag in _registered:
         if value in text:
             text = text.replace(value, tag)
     lowered = text.lower()
-    if not any(trigger in lowered for trigger in _TRIGGERS):
-        return text
-    return _PATTERN.sub(_replace, text)
+    for trigger, pattern in _PASSES:
+        if trigger in lowered:
+            if pattern is _JWT:
+                text = pattern.sub(_TEMPLATE, "\n" + text)[1:]
+            else:
+                text = pattern.sub(_TEMPLATE, text)
+    return text
 
 
 # Only these argument types keep their identity when redacted one by one (see _redact_args).

@@ -34,7 +34,7 @@ __all__ = [
 SUBPROTOCOL_PREFIX = "jwt."
 AUTH_SUBPROTOCOL = "jwt-auth"
 
-_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]++=*+")
 _B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 

@@ -29,7 +29,7 @@ _SYMMETRIC = frozenset({"HS256", "HS384", "HS512"})
 _NUMERIC_CLAIMS = ("exp", "nbf", "iat")
 # Three base64url segments (padding tolerated); the signature may be empty only for alg
 # "none", which is then rejected by name rather than as "malformed".
-_COMPACT = re.compile(r"[A-Za-z0-9_-]+=*\.[A-Za-z0-9_-]*=*\.[A-Za-z0-9_-]*=*")
+_COMPACT = re.compile(r"[A-Za-z0-9_-]++=*+\.[A-Za-z0-9_-]*+=*+\.[A-Za-z0-9_-]*+=*+")
 # Headers whose meaning the HMAC fast path knows; any other parameter (crit, b64, jku...)
 # goes through PyJWT's full decode.
 _PLAIN_HEADER = frozenset({"alg", "typ", "kid"})
