@@ -61,6 +61,12 @@ class ServiceConfig(_Model):
     fingerprint_salt: str | None = None
     drain_path: str | None = None
     """Serve the drain endpoint here (e.g. ``/_safeship/drain``); off when unset."""
+    longest_session_seconds: float = Field(default=3600.0, gt=0)
+    """The longest a WebSocket session is expected to last; a platform request timeout below
+    it cuts sessions (the deploy-config gate)."""
+    needs_session_affinity: bool = False
+    """Tickets or resume state live in one instance's memory, so a client must come back to
+    the same instance (the deploy-config gate then requires session affinity)."""
 
     @field_validator("app")
     @classmethod
@@ -232,6 +238,8 @@ class CloudRunConfig(_Model):
     endpoint: str | None = None
     """The Admin API's address, for an emulator or a private endpoint (``http://`` uses no
     credentials)."""
+    service_yaml: str | None = None
+    """The service's YAML (``gcloud run services replace``), checked by the deploy-config gate."""
 
     @field_validator("secrets")
     @classmethod

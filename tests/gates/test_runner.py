@@ -87,7 +87,7 @@ def _finding(blocking: bool, in_baseline: bool = False) -> Finding:
 
 
 def test_registry_names_every_gate_lazily() -> None:
-    assert list(GATES) == ["static", "legacy", "secrets", "imports", "boot"]
+    assert list(GATES) == ["static", "legacy", "secrets", "imports", "boot", "deploy-config"]
     assert GATES["static"] == "safeship.gates.static:StaticGate"
     assert GATES["boot"] == "safeship.gates.boot:BootGate"
     assert all(":" in target for target in GATES.values())
