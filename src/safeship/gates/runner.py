@@ -49,6 +49,7 @@ GATES: dict[str, str] = {
     "secrets": "safeship.gates.secrets_gate:SecretsGate",
     "imports": "safeship.gates.imports:ImportsGate",
     "boot": "safeship.gates.boot:BootGate",
+    "deploy-config": "safeship.gates.deploy_config:DeployConfigGate",
 }
 
 
