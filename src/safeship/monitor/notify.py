@@ -163,12 +163,9 @@ def _deploy_cause(record: Mapping[str, Any]) -> str:
             last = failed[-1]
             return f"{last.get('what', 'probe')}: {last.get('detail', '')}".strip()
     for gate in record.get("gates") or ():
-        if gate.get("status") in ("failed", "error", "blocked"):
-            first = next(iter(gate.get("findings") or ()), None)
-            message = first.get("message") if isinstance(first, dict) else None
-            return (
-                f"gate {gate.get('gate')}: {message or gate.get('summary') or gate.get('status')}"
-            )
+        if gate.get("status") in ("failed", "error"):
+            top = list(gate.get("top") or ()) or [gate.get("error") or gate.get("status")]
+            return f"gate {gate.get('gate')}: {top[0]}"
     for step in record.get("steps") or ():
         if step.get("status") == "failed" and step.get("detail"):
             return f"{step['name']}: {step['detail']}"
@@ -183,6 +180,8 @@ def deploy_notice(event: Any, env: str) -> Notice | None:
         mapped = _OUTCOMES.get(str(step))
         if mapped is None:
             return None
+        if mapped == "failed" and str(event.detail).startswith("gates failed"):
+            mapped = "blocked"  # a gate blocked it: nothing was started
         revision = data.get("candidate")
         cause = _deploy_cause(data) if mapped != "promoted" else ""
         return Notice(
