@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..core.handshake import Readiness, readiness_with_checks
+from ..secrets import redact
 from .metrics import Metrics
 from .startup import Startup
 
@@ -100,7 +101,7 @@ class Health:
         ]
 
     async def live(self, request: Request) -> JSONResponse:
-        return JSONResponse({"status": "alive"}, headers=_NO_STORE)
+        return _json({"status": "alive"}, headers=_NO_STORE)
 
     async def ready(self, request: Request) -> JSONResponse:
         snapshot = self.startup.snapshot()
@@ -115,7 +116,7 @@ class Health:
         if snapshot["degraded"]:
             body["degraded"] = snapshot["degraded"]
         if self.startup.readiness is not Readiness.READY:
-            return JSONResponse(body, status_code=503, headers=_RETRY)
+            return _json(body, status_code=503, headers=_RETRY)
         if self.checks:
             now = self.clock()
             results = await asyncio.gather(*(c.result(now) for c in self.checks))
@@ -128,13 +129,31 @@ class Health:
             if required_failing:
                 body["status"] = "unhealthy"
                 body["error"] = "dependency check failed: " + ", ".join(required_failing)
-                return JSONResponse(body, status_code=503, headers=_RETRY)
-        return JSONResponse(body, headers=_NO_STORE)
+                return _json(body, status_code=503, headers=_RETRY)
+        return _json(body, headers=_NO_STORE)
 
     async def startup_status(self, request: Request) -> JSONResponse:
         snapshot = self.startup.snapshot()
         started = snapshot["status"] in ("ready", "draining")
-        return JSONResponse(snapshot, status_code=200 if started else 503, headers=_NO_STORE)
+        return _json(snapshot, status_code=200 if started else 503, headers=_NO_STORE)
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` with every string in it redacted, before it is serialized: JSON escaping
+    would otherwise hide a registered secret holding a quote or a backslash from ``redact``."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_redacted(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def _json(body: dict[str, Any], **kwargs: Any) -> JSONResponse:
+    """Every health answer goes out through here: what a phase or a dependency check raised
+    (a DSN with its password, a secret in a message) is redacted as in the logs."""
+    return JSONResponse(_redacted(body), **kwargs)
 
 
 _NO_STORE = {"cache-control": "no-store"}
