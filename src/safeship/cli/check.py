@@ -104,6 +104,12 @@ def register(app: typer.Typer) -> None:
             "python_version, requires-python, ruff's target-version, .python-version, "
             "then the interpreter's).",
         ),
+        imports_strict: bool = typer.Option(
+            False,
+            "--imports-strict",
+            help="Imports gate: import every module from a pristine interpreter, instead of "
+            "into a copy of the started app.",
+        ),
     ) -> None:
         """Run the gates (static, legacy, secrets, imports, boot) and report what blocks."""
         from rich.markup import escape
@@ -146,6 +152,7 @@ def register(app: typer.Typer) -> None:
             python=python,
             python_version=python_version,
         )
+        ctx.imports_strict = imports_strict
         for note in ctx.notes:
             err_console.print(f"[yellow]note:[/] {escape(note)}")
         audit = AuditLog(audit_path(manifest)) if plan.requires_audit else None

@@ -71,7 +71,11 @@ def _counts(result: GateResult) -> str:
 def _gate_facts(result: GateResult) -> str:
     s = result.summary
     if result.gate == "imports" and "modules" in s:
-        return f"{s.get('ok', 0)} of {s['modules']} modules import cleanly"
+        facts = f"{s.get('ok', 0)} of {s['modules']} modules import cleanly"
+        python = s.get("interpreter") or {}
+        if python.get("python"):
+            facts += f" · Python {python.get('version') or '?'} at {python['python']}"
+        return facts
     if result.gate == "secrets" and "secrets" in s:
         return f"{s['secrets']} secrets checked"
     if result.gate == "legacy" and s.get("references"):

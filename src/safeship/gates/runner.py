@@ -74,6 +74,9 @@ class CheckContext:
     project_env: ProjectEnv | None = None
     """The project's interpreter, environment and target Python version
     (``gates.project_env``); None: resolved by the gate that needs it."""
+    imports_strict: bool = False
+    """``--imports-strict``: the imports gate imports every module from a pristine
+    interpreter instead of into the started app."""
 
 
 class Gate(Protocol):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import compileall
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "check" / "imports_
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    # A copy: the children write bytecode caches next to the modules they import.
+    # A copy: some tests add files to it.
     root = tmp_path / "imports_proj"
     shutil.copytree(FIXTURE, root)
     return root
@@ -37,10 +38,13 @@ def _write(root: Path, files: dict[str, str]) -> None:
         path.write_text(text)
 
 
-def _run(project: Path, env: str = "development", **environ: str):
+def _run(project: Path, env: str = "development", *, strict: bool = True, **environ: str):
+    """The gate in ``project`` with this interpreter (the fixture imports starlette);
+    ``strict``: every module from a pristine interpreter, as these tests assume."""
     manifest = load_manifest(project / "safeship.toml")
     base = {"PATH": os.environ.get("PATH", ""), **environ}
-    return ImportsGate().run(build_context(project, manifest, env, base_environ=base))
+    ctx = build_context(project, manifest, env, base_environ=base, python=sys.executable)
+    return ImportsGate(strict=strict).run(ctx)
 
 
 def test_discover_modules_skips_tests_main_and_excluded(project: Path) -> None:
@@ -437,7 +441,7 @@ ZYGOTE_TREE = {
 }
 
 
-def _outcomes(root: Path, reuse: bool) -> dict[str, tuple[str, str | None, str | None]]:
+def _outcomes(root: Path, reuse: bool) -> dict[str, tuple[str, str | None, str | None, str | None]]:
     found = _found(root, "zt")
     outcomes, _ = import_modules(
         [name for name, _ in found],

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,18 +72,37 @@ def _type_name(exc):
 
 
 class Scope:
-    """First-party: a top-level name of the project, or a file under root that is not an
-    installed package."""
+    """First-party: a module whose spec's origin (or, for a namespace package, a search
+    location) is inside the project's tree and not inside an installed environment. File
+    names alone decide nothing: a stray ``http.log`` must not make the stdlib's ``http``
+    first-party."""
 
-    def __init__(self, root, first_party):
-        self.prefix = root.rstrip(os.sep) + os.sep
-        self.names = set(first_party)
+    def __init__(self, root, first_party=()):
+        self.prefix = os.path.realpath(root).rstrip(os.sep) + os.sep
+        self.names = set(first_party)  # kept for callers; the origin decides
+
+    def _inside(self, path):
+        if not path or not isinstance(path, str):
+            return False
+        if not path.startswith(self.prefix):
+            path = os.path.realpath(path)
+            if not path.startswith(self.prefix):
+                return False
+        rest = path[len(self.prefix) :]
+        return "site-packages" not in rest and "dist-packages" not in rest
 
     def first_party(self, name, module):
-        if name.split(".")[0] in self.names:
-            return True
-        path = getattr(module, "__file__", None) or ""
-        return path.startswith(self.prefix) and "site-packages" not in path
+        spec = getattr(module, "__spec__", None)
+        origin = getattr(spec, "origin", None) or getattr(module, "__file__", None)
+        if origin and origin not in ("built-in", "frozen", "namespace"):
+            return self._inside(origin)
+        locations = getattr(spec, "submodule_search_locations", None)
+        if locations is None:
+            locations = getattr(module, "__path__", None) or ()
+        try:
+            return any(self._inside(str(p)) for p in list(locations))
+        except Exception:
+            return False
 
 
 def send(sock, data):
@@ -134,7 +154,19 @@ def _added():
     return added
 
 
+def _missing(exc):
+    """The module a ``ModuleNotFoundError`` (direct, or the cause of another error) names."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ModuleNotFoundError) and isinstance(exc.name, str):
+            return exc.name
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 def _import(module, scope):
+    started = time.time()
     try:
         __import__("importlib").import_module(module)
         result: dict[str, object] = {"status": "ok"}
@@ -149,6 +181,11 @@ def _import(module, scope):
             "message": message[:4000],
             "frames": _frames(exc),
         }
+        missing = _missing(exc)
+        if missing:
+            result["missing"] = missing
+    # When it ran, on the wall clock files are stamped with: what it wrote is found by time.
+    result["t"] = [started, time.time()]
     with contextlib.suppress(Exception):  # these are optimisations; never fail the result
         added = _added()
         own = {name for name in added if scope.first_party(name, sys.modules.get(name))}
@@ -180,6 +217,8 @@ def child(sock, module, keep, scope):
     # even while the import is blocked in a system call.
     faulthandler.register(signal.SIGUSR1, file=sock.fileno(), all_threads=True)
     send(sock, {"hello": os.getpid()})
+    if isinstance(module, list):
+        return _startup(sock, module, scope)
     if module in sys.modules:  # the zygote's dependency imported it: not a fresh import
         send(sock, {"status": "present"})
         os._exit(0)
@@ -195,6 +234,52 @@ def child(sock, module, keep, scope):
     global LOADED
     LOADED = frozenset(sys.modules)
     gc.freeze()  # what the import built is shared by every child: keep the collector off it
+    return _zygote(sock, scope)
+
+
+def _startup(sock, entries, scope):
+    """The app's startup: import the entry modules in order, in this one process, as the
+    service does; stop at the first that fails. This process then serves as the zygote of
+    every other module, whatever the outcome (a failed startup still left the modules it
+    imported), so each of them meets the state a lazy import meets in the running app."""
+    threads = threading.active_count()
+    result: dict[str, object] = {"status": "ok"}
+    executed = 0
+    started = time.time()
+    for entry in entries:
+        send(sock, {"entry": entry})  # which entry a hang or a crash happened in
+        outcome = _import(entry, scope)
+        executed += int(outcome.get("executed") or 0)
+        if outcome["status"] != "ok":
+            result = outcome
+            result["entry"] = entry
+            break
+    faulthandler.unregister(signal.SIGUSR1)
+    result.pop("learn", None)
+    result["executed"] = executed
+    result["t"] = [started, time.time()]
+    loaded = []
+    with contextlib.suppress(Exception):
+        loaded = [n for n, m in list(sys.modules.items()) if scope.first_party(n, m)]
+    # In parts: a SOCK_SEQPACKET message must fit the socket's send buffer.
+    part, size = [], 0
+    for name in loaded:
+        part.append(name)
+        size += len(name) + 4
+        if size > 32768:
+            send(sock, {"loaded": part})
+            part, size = [], 0
+    if part:
+        send(sock, {"loaded": part})
+    # Threads the app started stay behind in the forked children (only the forking thread
+    # is copied); forking anyway is what makes this fast, and a lock such a thread held at
+    # the fork shows up as a hung import, with its stack.
+    result["threads"] = threading.active_count() - threads
+    result["zygote"] = True
+    send(sock, result)
+    global LOADED
+    LOADED = frozenset(sys.modules)
+    gc.freeze()
     return _zygote(sock, scope)
 
 
@@ -262,9 +347,9 @@ def become_subreaper():
 
 
 def use_private_caches(directory, root, modules):
-    """Read and write bytecode caches under ``directory`` (PYTHONDONTWRITEBYTECODE is set,
-    and without caches every child would compile every module it runs, again and again),
-    never in the project's tree. Valid caches stay in use: those of the project's modules,
+    """Read and write bytecode caches under ``directory``, never in the project's tree
+    (and even where PYTHONDONTWRITEBYTECODE is set: without caches every child would compile
+    every module it runs, again and again). Valid caches stay in use: those of the project's modules,
     of the standard library and of the packages loaded so far (which children may import
     more of, e.g. pydantic's lazy submodules) are linked into ``directory``; a stale one is
     replaced there, never where it came from."""
@@ -287,6 +372,13 @@ def use_private_caches(directory, root, modules):
             if len(top) == 2 and os.sep in top[1]:
                 libraries.add(top[0] + "site-packages" + os.sep + top[1].split(os.sep)[0])
     for library in libraries:
+        # A cache directory kept between runs has these links already: walk a library once.
+        marker = os.path.join(directory, ".seeded" + library.replace(os.sep, "_") + tag)
+        if os.path.exists(marker):
+            continue
+        with contextlib.suppress(OSError):
+            os.makedirs(directory, exist_ok=True)
+            open(marker, "w").close()
         for folder, subfolders, files in os.walk(library):
             subfolders[:] = [d for d in subfolders if d not in ("site-packages", "test", "tests")]
             if os.path.basename(folder) == "__pycache__":

@@ -2,12 +2,16 @@
 
 One broken module usually breaks every module that imports it, with the same error at the
 same line; those are reported once, at the line that raised, listing the other modules.
+Messages are compared with their random parts (addresses, hex ids, uuids) normalised, so a
+failure that names an object's address is still reported once. Modules that fail because a
+third-party distribution is missing are reported once per distribution (``deps``).
 """
 
 from __future__ import annotations
 
 import linecache
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,14 @@ __all__ = ["ImportOutcome", "outcomes_to_findings"]
 Frame = tuple[str, int, str, str]
 
 _CHAIN_FRAMES = 6
+_STARTUP_CHAIN_FRAMES = 12
+# Random parts of exception messages. Each branch is a plain run of one character class:
+# linear time on any message.
+_RANDOM = re.compile(
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+    r"|\b0x[0-9a-fA-F]+\b"
+    r"|\b(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{8,}\b"
+)
 _HINTS = {
     "ModuleNotFoundError": "a module it imports is missing: install the dependency or fix the import",
     "ImportError": "a name it imports no longer exists there: fix the import",
@@ -37,6 +49,19 @@ class ImportOutcome:
     frames: tuple[Frame, ...] = ()
     """``(file, line, function, source)``, outermost first."""
     detail: str | None = None
+    phase: str = "fresh"
+    """``startup`` (imported by the app's startup, or the entry that failed), ``lazy``
+    (imported into a copy of the started app) or ``fresh`` (from a pristine interpreter)."""
+    missing: str | None = None
+    """The module a ``ModuleNotFoundError`` names (also when it caused another error)."""
+    window: tuple[float, float] | None = None
+    """When the import ran (wall clock), to tell which import wrote a file."""
+
+
+def normalise(message: str | None) -> str:
+    """``message`` with uuids, addresses and hex ids replaced: the part that tells two
+    failures apart."""
+    return _RANDOM.sub("…", message or "")
 
 
 def _relative(filename: str, bases: Sequence[Path]) -> str | None:
@@ -88,6 +113,20 @@ def _message(outcome: ImportOutcome, redact: Callable[[str], str]) -> str:
     return redact(f"importing {outcome.module} crashed: {outcome.detail}")
 
 
+def tier_of(
+    outcomes: Sequence[ImportOutcome], strict: bool, block_tiers: Collection[Tier]
+) -> tuple[Tier, bool]:
+    """The tier of a failure shared by ``outcomes``, and whether it blocks: in strict mode
+    every failure is an ``error`` that blocks; otherwise a failure of the app's startup
+    breaks startup, and one met only by a module imported later breaks on call, each
+    blocking as the environment's policy says."""
+    if strict:
+        return Tier.ERROR, True
+    startup = any(o.phase == "startup" for o in outcomes)
+    tier = Tier.BREAKS_STARTUP if startup else Tier.BREAKS_ON_CALL
+    return tier, tier in block_tiers
+
+
 def outcomes_to_findings(
     outcomes: Sequence[ImportOutcome],
     files: Mapping[str, Path],
@@ -96,8 +135,10 @@ def outcomes_to_findings(
     import_root: Path,
     env: str,
     redact: Callable[[str], str] = lambda text: text,
+    strict: bool = True,
+    block_tiers: Collection[Tier] = (Tier.BREAKS_STARTUP,),
 ) -> list[Finding]:
-    """One blocking finding per distinct failure, located at its last first-party frame."""
+    """One finding per distinct failure, located at its last first-party frame."""
     bases = [root.resolve(), import_root.resolve()]
     groups: dict[tuple[object, ...], list[tuple[ImportOutcome, list[Frame]]]] = {}
     for outcome in outcomes:
@@ -105,7 +146,8 @@ def outcomes_to_findings(
             continue
         own = _first_party(outcome.frames, bases)
         loc = own[-1][:2] if own else None
-        key: tuple[object, ...] = (outcome.status, outcome.exc_type, outcome.message, loc)
+        message = normalise(outcome.message)
+        key: tuple[object, ...] = (outcome.status, outcome.exc_type, message, loc)
         if loc is None:
             key = (*key, outcome.module)
         groups.setdefault(key, []).append((outcome, own))
@@ -117,7 +159,14 @@ def outcomes_to_findings(
             if own and module_file == own[-1][0]:
                 home = (outcome, own)
                 break
-        outcome, own = home or members[0]
+        # The startup's own failure, when there is one, is the one to tell.
+        startup = [(o, f) for o, f in members if o.phase == "startup"]
+        if startup:
+            outcome, own = startup[0]
+        else:
+            outcome, own = home or members[0]
+        tier, blocking = tier_of([o for o, _ in members], strict, block_tiers)
+        frames = _STARTUP_CHAIN_FRAMES if tier is Tier.BREAKS_STARTUP else _CHAIN_FRAMES
         module_path = _relative(str(files.get(outcome.module, "")), bases)
         last = own[-1] if own else None
         others = sorted(o.module for o, _ in members if o.module != outcome.module)
@@ -132,19 +181,22 @@ def outcomes_to_findings(
                 gate="imports",
                 rule=f"import-{outcome.status}",
                 message=message,
-                tier=Tier.ERROR,
+                tier=tier,
                 path=last[0] if last else module_path,
                 line=last[1] if last else None,
-                source_line=(last[3] or _source(last[0], last[1], bases)) if last else None,
+                source_line=redact(last[3] or _source(last[0], last[1], bases) or "") or None
+                if last
+                else None,
                 hint=_hint(outcome, env),
-                chain=tuple(f"{f}:{n} in {fn}" for f, n, fn, _ in own[-_CHAIN_FRAMES:]),
+                chain=tuple(f"{f}:{n} in {fn}" for f, n, fn, _ in own[-frames:]),
                 symbol=outcome.module,
                 scope=last[2] if last and last[2] != "<module>" else None,
-                blocking=True,
+                blocking=blocking,
                 extra={
                     "module": outcome.module,
                     "status": outcome.status,
                     "exception": outcome.exc_type,
+                    "phase": outcome.phase,
                     "modules": sorted(o.module for o, _ in members),
                 },
             )

@@ -1,27 +1,38 @@
-"""The ``imports`` gate: import every module of the package in a fresh interpreter state.
+"""The ``imports`` gate: import every module of the package in the project's interpreter.
 
-A fork server makes this fast: a worker interpreter (``worker.py``) imports nothing
-first-party and forks a child per module, several at a time, so no import sees what another
-module's import did and none pays ~30 ms for a new interpreter. A module may start from the
-child that imported one of its dependencies when that is equivalent to a fresh import
-(``plan``), which spares it re-importing that dependency's closure. Each child has a
-deadline; a hang is killed with its process group and reported with the stack it hung in.
+By default the gate checks what the app will meet. One process imports the entry modules
+(the app's startup, in its own order); a failure there breaks startup. Every module the
+startup did not import is then imported into a copy of that process, forked from it: the
+state a request handler's lazy import meets. With ``strict``, every module is imported from
+a pristine interpreter instead, as if it were the only one.
+
+A fork server (``worker.py``, standard library only, run by the project's interpreter) makes
+this fast: no import pays ~30 ms for a new interpreter, and a module may start from the
+process that imported one of its dependencies when that is equivalent (``plan``). Each
+import has a deadline; a hang is killed with its process group and reported with the stack
+it hung in. The imports run with their working directory and ``HOME`` in a temporary
+directory; what they still write into the tree is reported (``trace``), and what they raise
+is redacted before it is shown (``redaction``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..model import GateResult, GateStatus
+from ..model import Finding, GateResult, GateStatus, Tier
 from ..runner import CheckContext, python_files, result_from_findings
-from .findings import ImportOutcome, outcomes_to_findings
+from . import trace
+from .deps import declared_distributions, distributions_of, normalise_name
+from .findings import ImportOutcome, outcomes_to_findings, tier_of
 from .plan import ImportPlan, plan_imports, plan_spines
 from .pool import import_modules
+from .redaction import Redactor
 
 __all__ = [
     "ImportOutcome",
@@ -99,12 +110,69 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _redact(text: str) -> str:
+def _top_level_names(import_root: Path) -> set[str]:
+    """Names importable from ``import_root`` itself: packages and modules, never other
+    files (a stray ``http.log`` does not make the stdlib's ``http`` first-party)."""
+    names: set[str] = set()
+    try:
+        entries = list(import_root.iterdir())
+    except OSError:
+        return names
+    for path in entries:
+        if path.is_dir():
+            if _IDENT.match(path.name) and (
+                (path / "__init__.py").is_file() or any(path.glob("*.py"))
+            ):
+                names.add(path.name)
+        elif path.suffix in (".py", ".so", ".pyd") and _IDENT.match(path.name.split(".")[0]):
+            names.add(path.name.split(".")[0])
+    return names
+
+
+def _cache_dir(environ: Mapping[str, str]) -> Path:
+    """Bytecode caches of the checked code, kept between runs, outside the project."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(environ.get("SAFESHIP_CACHE_DIR") or os.path.join(base, "safeship")) / "pycache"
+
+
+def _declared_secret_values(ctx: CheckContext) -> dict[str, str]:
+    """The values of the declared secrets, by variable name, from the environment's
+    variables and from each ``file:``/``dir:`` consumer (never a remote one)."""
+    from ...errors import SecretError
+    from ...secrets import candidate_names, source_from_spec
+    from ..secrets_gate import declared_secrets
+
+    values: dict[str, str] = {}
+    for base, config in declared_secrets(ctx).items():
+        names = candidate_names(base, ctx.env, config.per_environment)
+        for name in names:
+            if ctx.environ.get(name):
+                values[name] = ctx.environ[name]
+        for spec in config.consumers:
+            if spec.split(":", 1)[0] not in ("file", "dir"):
+                continue
+            try:
+                source = source_from_spec(spec, root=ctx.manifest.root, environ=ctx.environ)
+                for name in names:
+                    value = source.get(name)
+                    if value:
+                        values.setdefault(name, value)
+            except (SecretError, OSError):
+                continue
+    return values
+
+
+def _redactor(ctx: CheckContext) -> Redactor:
+    redact: Callable[[str], str] | None
     try:
         from ...secrets import redact
     except ImportError:  # pragma: no cover - part of every build
-        return text
-    return redact(text)
+        redact = None
+    try:
+        secrets = _declared_secret_values(ctx)
+    except Exception:  # a broken consumer is the secrets gate's to report
+        secrets = {name: value for name, value in ctx.environ.items() if "SECRET" in name}
+    return Redactor(secrets, ctx.environ, redact)
 
 
 class ImportsGate:
@@ -113,20 +181,42 @@ class ImportsGate:
     name = "imports"
 
     def __init__(
-        self, *, python: str | None = None, preload: bool = True, reuse: bool = True
+        self,
+        *,
+        python: str | None = None,
+        preload: bool = True,
+        reuse: bool = True,
+        strict: bool | None = None,
     ) -> None:
         """Args:
-        python: interpreter for the worker (default: this one).
+        python: interpreter for the worker (default: the project's, ``ctx.project_env``).
         preload: import third-party modules once in the worker, before forking.
         reuse: start a module from the process that imported its dependency when that is
-            equivalent to a fresh import (see ``plan``); False: always pristine.
+            equivalent to a fresh import (see ``plan``); False: always from the start state.
+        strict: every module from a pristine interpreter, none from the started app
+            (default: ``ctx.imports_strict``).
         """
         self.python = python
         self.preload = preload
         self.reuse = reuse
+        self.strict = strict
+
+    def _interpreter(self, ctx: CheckContext) -> tuple[str, list[str], str]:
+        """The worker's interpreter, its options, and where it came from."""
+        if self.python:
+            return self.python, [], "given"
+        env = ctx.project_env
+        if env is not None and not env.isolated:
+            return str(env.interpreter), [], env.interpreter_source
+        if sys.prefix != sys.base_prefix:
+            # safeship runs from its own venv, and no project environment was found: its
+            # interpreter, without its site-packages, so none of its packages count.
+            return sys.executable, ["-S"], "safeship's interpreter, without its packages"
+        return sys.executable, [], "safeship's interpreter"
 
     def run(self, ctx: CheckContext) -> GateResult:
         manifest = ctx.manifest
+        strict = bool(getattr(ctx, "imports_strict", False)) if self.strict is None else self.strict
         import_root = manifest.resolve(manifest.service.app_dir) if manifest.path else ctx.root
         if manifest.path and (manifest.service.code or manifest.service.app):
             package_dirs = [manifest.code_dir]
@@ -153,18 +243,24 @@ class ImportsGate:
             import_root, package_dirs, root=ctx.root, exclude=manifest.gates.exclude
         )
         files = {name: path for name, path in found}
-        first_party = {name.split(".")[0] for name in files}
-        first_party.update(p.stem for p in import_root.iterdir() if _IDENT.match(p.stem))
+        first_party = {name.split(".")[0] for name in files} | _top_level_names(import_root)
+        entries = [] if strict else list(ctx.entries)
+        python, flags, source = self._interpreter(ctx)
+        redact = _redactor(ctx)
         started = time.perf_counter()
         texts = {path: text for path in files.values() if (text := _read(path)) is not None}
+        # With entries the startup imports the app's third-party modules in its own order.
         preload = (
-            preload_candidates(list(files.values()), first_party, texts) if self.preload else []
+            preload_candidates(list(files.values()), first_party, texts)
+            if self.preload and not entries
+            else []
         )
         plan = plan_imports(found, {n: texts[p] for n, p in found if p in texts})
         if not self.reuse:
             plan = ImportPlan(
                 spines=dict.fromkeys(files), reach={}, cost={}, weight={}, deep=frozenset()
             )
+        before = trace.snapshot(ctx.root)
         try:
             outcomes, facts = import_modules(
                 list(files),
@@ -176,33 +272,229 @@ class ImportsGate:
                 first_party=sorted(first_party),
                 learn=self.preload,
                 plan=plan,
-                python=self.python,
+                python=python,
+                python_flags=flags,
+                entries=entries,
+                cache_dir=_cache_dir(ctx.environ),
             )
         except OSError as exc:  # the interpreter itself cannot be started
             return GateResult(
                 gate=self.name,
                 status=GateStatus.ERROR,
-                error=f"cannot start the import worker ({self.python or sys.executable}): {exc}",
+                error=f"cannot start the import worker ({python}): {exc}",
             )
+        changes = trace.diff(before, trace.snapshot(ctx.root), ctx.root)
         elapsed = time.perf_counter() - started
-        findings = outcomes_to_findings(
-            outcomes, files, root=ctx.root, import_root=import_root, env=ctx.env, redact=_redact
+        startup = facts.get("startup")
+        outcomes = list(outcomes)
+        if startup and startup.get("status") != "ok" and startup.get("module") not in files:
+            # An entry outside the checked package failed: still the app's startup.
+            outcomes.append(_startup_outcome(startup, manifest.gates.import_timeout))
+        interpreter = {
+            "python": facts["interpreter"].get("python") or python,
+            "version": facts["interpreter"].get("version"),
+            "source": source,
+            "isolated": bool(flags),
+        }
+        # Without a startup there is no telling what breaks startup from what breaks on
+        # call: every failure is an error, as in strict mode.
+        judged_strict = strict or not entries
+        deps, rest = _split_missing(outcomes, first_party)
+        findings = _dependency_findings(
+            deps, files, ctx, judged_strict, python, flags, interpreter, redact
         )
+        findings += outcomes_to_findings(
+            rest,
+            files,
+            root=ctx.root,
+            import_root=import_root,
+            env=ctx.env,
+            redact=redact,
+            strict=judged_strict,
+            block_tiers=ctx.block_tiers,
+        )
+        findings += _write_findings(changes, outcomes, startup, entries)
         counts = {
-            s: sum(o.status == s for o in outcomes) for s in ("ok", "error", "hung", "crashed")
+            s: sum(o.status == s for o in outcomes if o.module in files)
+            for s in ("ok", "error", "hung", "crashed")
         }
         summary: dict[str, Any] = {
-            "modules": len(outcomes),
+            "mode": "strict" if strict else ("startup" if entries else "fresh"),
+            "interpreter": interpreter,
+            "modules": len(files),
             **counts,
             "jobs": facts["jobs"],
             "reused": sum(1 for spine in plan.spines.values() if spine),
             "preloaded": len(facts["preloaded"]),
             "worker_restarts": facts["restarts"],
             "executed": facts["executed"],
-            "modules_per_s": round(len(outcomes) / elapsed, 1) if elapsed > 0 else None,
+            "modules_per_s": round(len(files) / elapsed, 1) if elapsed > 0 else None,
         }
-        if facts["notes"]:
-            summary["notes"] = facts["notes"]
-        if not outcomes:
-            summary["notes"] = [*summary.get("notes", []), "no importable modules found"]
+        if startup:
+            summary["startup"] = {
+                "entries": startup.get("entries", entries),
+                "status": startup.get("status"),
+                "modules": startup.get("loaded", 0),
+                "threads": startup.get("threads", 0),
+            }
+        notes = list(facts["notes"])
+        if not strict and not entries:
+            notes.append(
+                "no entry module (service.app, --entry): every module was imported from a "
+                "fresh interpreter, as with --imports-strict"
+            )
+        if startup and startup.get("threads"):
+            notes.append(
+                f"the app's startup started {startup['threads']} thread(s); the modules "
+                "imported after it were forked without them"
+            )
+        if deps:
+            notes.append(_what_to_do(interpreter))
+        if changes:
+            notes.append(
+                f"the imports wrote {len(changes)} path(s) into the project's tree; they are "
+                "left as they are"
+            )
+        if not files:
+            notes.append("no importable modules found")
+        if notes:
+            summary["notes"] = redact.many(notes)
         return result_from_findings(self.name, findings, summary)
+
+
+def _startup_outcome(line: Mapping[str, Any], timeout: float) -> ImportOutcome:
+    from .pool import _outcome
+
+    return _outcome(str(line.get("module")), dict(line), timeout, "startup")
+
+
+def _split_missing(
+    outcomes: Sequence[ImportOutcome], first_party: set[str]
+) -> tuple[list[ImportOutcome], list[ImportOutcome]]:
+    """Failures because a third-party module is missing, and the rest."""
+    deps, rest = [], []
+    for outcome in outcomes:
+        missing = outcome.missing
+        if outcome.status == "error" and missing and missing.split(".")[0] not in first_party:
+            deps.append(outcome)
+        else:
+            rest.append(outcome)
+    return deps, rest
+
+
+def _what_to_do(interpreter: Mapping[str, Any]) -> str:
+    return (
+        f"third-party modules are missing from {interpreter['python']} "
+        f"({interpreter['source']}): pass --python with the project's venv or interpreter, "
+        "or install the project's dependencies there"
+    )
+
+
+def _dependency_findings(
+    outcomes: Sequence[ImportOutcome],
+    files: Mapping[str, Path],
+    ctx: CheckContext,
+    strict: bool,
+    python: str,
+    flags: Sequence[str],
+    interpreter: Mapping[str, Any],
+    redact: Redactor,
+) -> list[Finding]:
+    """One finding per missing distribution, with the modules that need it."""
+    if not outcomes:
+        return []
+    dists = distributions_of([o.missing or "" for o in outcomes], python, flags)
+    declared = declared_distributions(ctx.root)
+    groups: dict[str, list[ImportOutcome]] = {}
+    for outcome in outcomes:
+        top = (outcome.missing or "").split(".")[0]
+        groups.setdefault(dists.get(top, top), []).append(outcome)
+    findings = []
+    for dist, members in sorted(groups.items()):
+        tops = sorted({(o.missing or "").split(".")[0] for o in members})
+        where = declared.get(normalise_name(dist)) or next(
+            (declared[normalise_name(t)] for t in tops if normalise_name(t) in declared), None
+        )
+        modules = sorted(o.module for o in members)
+        tier, blocking = tier_of(members, strict, ctx.block_tiers)
+        shown = ", ".join(modules[:5]) + (
+            f" and {len(modules) - 5} more" if len(modules) > 5 else ""
+        )
+        declared_text = (
+            f"declared in {where}"
+            if where
+            else "NOT declared by the project (pyproject.toml, requirements*.txt, setup.cfg)"
+        )
+        first = next((o for o in members if o.phase == "startup"), members[0])
+        path = files.get(first.module)
+        findings.append(
+            Finding(
+                gate="imports",
+                rule="import-missing-dependency",
+                message=redact(
+                    f"{dist} is not installed in {interpreter['python']}: "
+                    f"{len(modules)} module(s) import {', '.join(tops)}: {shown}; "
+                    f"{declared_text}"
+                ),
+                tier=tier,
+                path=path.relative_to(ctx.root).as_posix()
+                if path and path.is_relative_to(ctx.root)
+                else None,
+                hint=(
+                    f"install the project's dependencies into {interpreter['python']}, or pass "
+                    "--python with the environment that has them"
+                    if where
+                    else f"add {dist} to the project's dependencies, then install it"
+                ),
+                symbol=dist,
+                blocking=blocking,
+                extra={
+                    "distribution": dist,
+                    "missing": tops,
+                    "declared": where,
+                    "modules": modules,
+                    "phase": first.phase,
+                },
+            )
+        )
+    return findings
+
+
+def _write_findings(
+    changes: Sequence[trace.Change],
+    outcomes: Sequence[ImportOutcome],
+    startup: Mapping[str, Any] | None,
+    entries: Sequence[str],
+) -> list[Finding]:
+    """One warning per path the imports wrote into the tree, naming the import(s) that ran
+    when it was written (by the file's time stamp)."""
+    windows = [(o.module, o.window) for o in outcomes if o.window and o.phase != "startup"]
+    if startup and startup.get("t"):
+        label = ", ".join(entries) or str(startup.get("module"))
+        windows.append((f"{label} (the app's startup)", tuple(startup["t"])))
+    slack = 0.05  # file time stamps come from a coarser clock
+    findings = []
+    for change in changes:
+        when = change.mtime_ns / 1e9 if change.mtime_ns else None
+        who = (
+            sorted(m for m, w in windows if w and w[0] - slack <= when <= w[1] + slack)
+            if when is not None
+            else []
+        )
+        importer = " or ".join(who[:3]) if who else "the imports"
+        what = "directory " if change.is_dir else ""
+        findings.append(
+            Finding(
+                gate="imports",
+                rule="import-wrote-file",
+                message=f"importing {importer} {change.kind} {what}{change.path} in the "
+                "project's tree",
+                tier=Tier.WARNING,
+                path=change.path,
+                hint="write to a temporary or configured directory, at startup rather than "
+                "at import; the gate leaves the path as it is",
+                symbol=who[0] if who else None,
+                extra={"change": change.kind, "importers": who},
+            )
+        )
+    return findings

@@ -27,6 +27,8 @@ from typing import Any
 from .findings import ImportOutcome
 from .plan import ImportPlan
 
+STARTUP_TIMEOUTS = 3  # the startup's deadline in per-module timeouts (worker.STARTUP_TIMEOUTS)
+
 __all__ = ["import_modules"]
 
 WORKER = Path(__file__).resolve().with_name("worker.py")
@@ -41,6 +43,7 @@ _STACK_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in (.+)$')
 class _Settings:
     python: str
     import_root: Path
+    cwd: Path
     environ: Mapping[str, str]
     preload: Sequence[str]
     first_party: Sequence[str]
@@ -48,19 +51,23 @@ class _Settings:
     timeout: float
     jobs: int
     pycache: str | None = None
+    entries: Sequence[str] = ()
+    python_flags: Sequence[str] = ()
     never: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     executed: int = 0
+    interpreter: dict[str, Any] = field(default_factory=dict)
+    startup: dict[str, Any] | None = None
 
 
 class _Worker:
     def __init__(self, settings: _Settings, modules: list[dict[str, Any]]) -> None:
         self.proc = subprocess.Popen(
-            [settings.python, str(WORKER)],
+            [settings.python, *settings.python_flags, str(WORKER)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            cwd=str(settings.import_root),
+            cwd=str(settings.cwd),
             env=dict(settings.environ),
             start_new_session=True,
         )
@@ -75,6 +82,7 @@ class _Worker:
             "timeout": settings.timeout,
             "jobs": settings.jobs,
             "pycache": settings.pycache,
+            "entries": list(settings.entries),
             "modules": modules,
         }
         assert self.proc.stdin is not None
@@ -137,23 +145,47 @@ def _parse_stack(text: str) -> tuple[tuple[str, int, str, str], ...]:
     return tuple(reversed(frames))
 
 
-def _outcome(module: str, raw: dict[str, Any], timeout: float) -> ImportOutcome:
+def _window(raw: dict[str, Any]) -> tuple[float, float] | None:
+    try:
+        start, end = raw["t"]
+        return float(start), float(end)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _outcome(module: str, raw: dict[str, Any], timeout: float, phase: str) -> ImportOutcome:
     status = raw.get("status", "crashed")
+    if raw.get("startup"):
+        phase = "startup"
     if status == "ok":
-        return ImportOutcome(module, "ok")
+        return ImportOutcome(module, "ok", phase=phase, window=_window(raw))
     if status == "error":
         frames = tuple((str(f[0]), int(f[1]), str(f[2]), str(f[3])) for f in raw.get("frames", []))
-        return ImportOutcome(module, "error", raw.get("type"), raw.get("message"), frames)
+        missing = raw.get("missing")
+        return ImportOutcome(
+            module,
+            "error",
+            raw.get("type"),
+            raw.get("message"),
+            frames,
+            phase=phase,
+            missing=missing if isinstance(missing, str) else None,
+            window=_window(raw),
+        )
     if status == "hung":
         frames = _parse_stack(raw.get("stack", ""))
-        return ImportOutcome(module, "hung", frames=frames, detail=f"killed after {timeout:g}s")
+        if raw.get("startup"):
+            timeout *= STARTUP_TIMEOUTS
+        return ImportOutcome(
+            module, "hung", frames=frames, detail=f"killed after {timeout:g}s", phase=phase
+        )
     if "signal" in raw:
         detail = f"killed by signal {raw['signal']}"
     elif "exit_code" in raw:
         detail = f"exited with code {raw['exit_code']}"
     else:
         detail = "the interpreter died without reporting"
-    return ImportOutcome(module, "crashed", detail=detail)
+    return ImportOutcome(module, "crashed", detail=detail, phase=phase)
 
 
 def _run_worker(
@@ -170,18 +202,27 @@ def _run_worker(
         ready = worker.readline(_READY_TIMEOUT)
         if ready is None:
             return [], None, True
+        settings.interpreter = {
+            k: ready[k] for k in ("python", "version", "implementation") if k in ready
+        }
         if ready.get("taint"):
             return [], ready["taint"], False
         preloaded = list(ready.get("preloaded", []))
+        # Without entries every module starts from the pristine worker.
+        phase = "lazy" if settings.entries else "fresh"
         while True:
-            line = worker.readline(settings.timeout + _GRACE)
+            line = worker.readline(settings.timeout * STARTUP_TIMEOUTS + _GRACE)
             if line is None:
                 return preloaded, None, True
             if line.get("done"):
                 return preloaded, line.get("taint"), False
             module = line.get("module")
+            if line.get("entries") is not None:
+                settings.startup = line
+                if line.get("status") != "ok" and isinstance(module, str) and module not in plan:
+                    continue  # an entry outside the checked package: reported by the gate
             if isinstance(module, str) and module in plan:
-                out[module] = _outcome(module, line, settings.timeout)
+                out[module] = _outcome(module, line, settings.timeout, phase)
                 with contextlib.suppress(TypeError, ValueError):
                     settings.executed += int(line.get("executed") or 0)
     finally:
@@ -201,6 +242,9 @@ def import_modules(
     spines: Mapping[str, str | None] | None = None,
     plan: ImportPlan | None = None,
     python: str | None = None,
+    python_flags: Sequence[str] = (),
+    entries: Sequence[str] = (),
+    cache_dir: Path | None = None,
 ) -> tuple[list[ImportOutcome], dict[str, Any]]:
     """Import each module in a child forked from a first-party-free worker (or from the
     child that imported its spine dependency, see ``plan``).
@@ -218,6 +262,16 @@ def import_modules(
         plan: the whole plan (``plan_imports``); it overrides ``spines``, and also says
             where a module may start when its spine's import fails, and what to start first.
         python: interpreter for the worker (default: this one).
+        python_flags: options for it (``-S``: without its site-packages).
+        entries: the app's entry modules: imported first, in order, in one process (the
+            startup); every module the startup did not import then starts from a copy of
+            that process instead of the pristine worker. Empty: every module starts from the
+            pristine worker (or a dependency's process, see ``plan``).
+        cache_dir: where bytecode caches are read and written (``sys.pycache_prefix``),
+            never in the project's tree (default: a directory of this run).
+
+    The worker runs with its working directory and ``HOME`` in a temporary directory of
+    this run, removed afterwards.
 
     Returns:
         One outcome per module, in the order given, and facts about the run (``executed``:
@@ -236,25 +290,39 @@ def import_modules(
             "reach": plan.reach.get(m, 0) if plan else int(spine is not None),
             "weight": plan.weight.get(m, 0) if plan else 0,
         }
+    sandbox = Path(tempfile.mkdtemp(prefix="safeship-imports-"))
+    environ = dict(environ)
+    real_home = environ.get("HOME")
+    if real_home and "PYTHONUSERBASE" not in environ:
+        # HOME moves to the sandbox; the user's own site-packages stay where they were.
+        environ["PYTHONUSERBASE"] = os.path.join(real_home, ".local")
+    environ["HOME"] = str(sandbox)
+    if "PWD" in environ:
+        environ["PWD"] = str(sandbox)
     settings = _Settings(
         python=python or sys.executable,
         import_root=import_root,
+        cwd=sandbox,
         environ=environ,
+        entries=tuple(entries),
+        python_flags=tuple(python_flags),
         preload=tuple(preload),
         first_party=tuple(first_party),
         learn=learn,
         timeout=timeout,
         jobs=max(1, jobs or os.cpu_count() or 1),
     )
-    if environ.get("PYTHONDONTWRITEBYTECODE"):
-        # Without bytecode caches every child would compile every module it runs, again
-        # and again: keep them in a directory of this run, never in the project's tree.
-        settings.pycache = tempfile.mkdtemp(prefix="safeship-imports-")
+    # Bytecode caches never go to the project's tree (nor are they skipped: without them
+    # every child would compile every module it runs, again and again).
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        settings.pycache = str(cache_dir)
+    else:
+        settings.pycache = str(sandbox / "pycache")
     try:
         out, preloaded, workers = _run_workers(settings, order, schedule)
     finally:
-        if settings.pycache:
-            shutil.rmtree(settings.pycache, ignore_errors=True)
+        shutil.rmtree(sandbox, ignore_errors=True)
     for module in order:
         out.setdefault(
             module, ImportOutcome(module, "crashed", detail="the import worker stopped responding")
@@ -266,6 +334,9 @@ def import_modules(
         "restarts": workers - 1,
         "notes": settings.notes,
         "executed": settings.executed,
+        "interpreter": settings.interpreter,
+        "startup": settings.startup,
+        "sandbox": str(sandbox),
     }
     return [out[m] for m in order], facts
 

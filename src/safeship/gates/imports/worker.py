@@ -36,6 +36,8 @@ _STACK_WAIT = 1.0  # how long a hung child gets to write its stack before it is 
 _STATUS_WAIT = 5.0  # how long the exit status of a child that died may take to arrive
 _REAP_POLL = 0.02
 _MAX_ZYGOTES = 64
+STARTUP = "<startup>"  # the run that imports the entry modules (see ``child._startup``)
+STARTUP_TIMEOUTS = 3  # the startup's deadline, in per-module timeouts
 
 
 def _load_child_module():
@@ -74,6 +76,8 @@ class _Run:
         self.pid = None
         self.result = None
         self.died = None  # when its socket closed without a result (waiting for the status)
+        self.entry = None  # the startup run: the entry module it is importing
+        self.loaded = []  # the startup run: first-party modules the startup imported
         # While a zygote: modules that will still start from it (waiting or importing).
         # It exits when none is left.
         self.refs = 0
@@ -93,14 +97,16 @@ class _Root:
         self.weight = {m["name"]: int(m.get("weight") or 0) for m in modules}
         # Modules waiting for a module's outcome, to start from its process.
         self.waiting: dict[str, list[str]] = {}
-        for name, spine in self.spine.items():
-            if spine in self.spine:
-                self.waiting.setdefault(spine, []).append(name)
-            else:
-                self.spine[name] = None
         self.left = set(self.spine)
         self.ready = []  # stack of (module, base run, hops): the top starts next
-        self._push_all([(n, None, 0) for n in self.spine if self.spine[n] is None])
+        # With entries, the app's startup runs first, and the process holding the started
+        # app replaces the root as the start of every module not started from a dependency.
+        self.entries = list(config.get("entries") or [])
+        self.app = None
+        if self.entries:
+            self.ready.append((STARTUP, None, 0))
+        else:
+            self._schedule(set())
         self.zygotes = {}  # module -> _Run serving as a zygote
         self.runs = {}  # socket fileno -> _Run (importing, zygote, or dead awaiting status)
         self.importing = 0
@@ -108,6 +114,18 @@ class _Root:
         self.taint = None
 
     # --- scheduling
+    def _schedule(self, done):
+        """Release every module not in ``done``: those whose spine is still to import wait
+        for it, the others start from the app (or the root)."""
+        for name, spine in self.spine.items():
+            if name in done:
+                continue
+            if spine in self.spine and spine not in done:
+                self.waiting.setdefault(spine, []).append(name)
+            else:
+                self.spine[name] = None
+        self._push_all([(n, None, 0) for n in self.spine if n not in done and not self.spine[n]])
+
     def _push(self, module, base, hops):
         self.ready.append((module, base, hops))
 
@@ -119,11 +137,18 @@ class _Root:
         self.ready.extend(sorted(entries, key=lambda entry: self.weight[entry[0]]))
 
     def _start(self, module, base, hops):
+        if base is None and self.app is not None:
+            base = self.app
         if base is not None and self.zygotes.get(base.module) is not base:
             base, hops = None, 0  # it exited (or died) meanwhile
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        keep = bool(self.waiting.get(module)) and len(self.zygotes) < _MAX_ZYGOTES
-        run = _Run(module, ours, base, hops, time.monotonic() + self.timeout)
+        keep = module == STARTUP or (
+            bool(self.waiting.get(module)) and len(self.zygotes) < _MAX_ZYGOTES
+        )
+        # The startup imports the whole app: it gets the time of a few modules.
+        timeout = self.timeout * (STARTUP_TIMEOUTS if module == STARTUP else 1)
+        run = _Run(module, ours, base, hops, time.monotonic() + timeout)
+        payload = self.entries if module == STARTUP else module
         if base is None:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
@@ -133,7 +158,7 @@ class _Root:
                     for other in self.runs.values():
                         other.sock.close()
                 finally:
-                    raise _Forked((theirs, module, keep, self.scope))
+                    raise _Forked((theirs, payload, keep, self.scope))
             run.pid = pid
         else:
             command = json.dumps({"fork": module, "keep": keep}).encode()
@@ -151,7 +176,7 @@ class _Root:
 
     def _release(self, zygote):
         """One module fewer will start from ``zygote``: it exits when none is left."""
-        if zygote is None:
+        if zygote is None or zygote is self.app:
             return
         zygote.refs -= 1
         if zygote.refs <= 0 and zygote.module in self.zygotes:
@@ -186,6 +211,9 @@ class _Root:
 
     # --- outcomes
     def _emit(self, run, result):
+        if run.module == STARTUP:
+            self._started(run, result)
+            return
         result["module"] = run.module
         learned = result.pop("learn", [])
         self.channel.write(json.dumps(result) + "\n")
@@ -197,8 +225,40 @@ class _Root:
                 with contextlib.suppress(OSError):
                     zygote.sock.send(command)
 
+    def _started(self, run, result):
+        """The startup has its outcome: report it, and the modules it imported, which are
+        not imported again; release the others, from the app if its process is kept."""
+        entry = result.pop("entry", None) or run.entry or self.entries[0]
+        kept = bool(result.pop("zygote", False))
+        if kept:
+            self.app = run
+            self.zygotes[STARTUP] = run
+        loaded = set(run.loaded)
+        result.update(startup=True, entry=entry, entries=self.entries, loaded=len(loaded))
+        result["module"] = entry
+        self.channel.write(json.dumps(result) + "\n")
+        done = loaded & self.left
+        for module in sorted(done):
+            self.channel.write(json.dumps({"module": module, "status": "ok", "startup": True}))
+            self.channel.write("\n")
+        if result.get("status") != "ok" and entry in self.left:
+            done.add(entry)  # the startup's outcome is its outcome
+        self.left -= done
+        self._schedule(done)
+
     def _finish(self, run, result):
         self.importing -= 1
+        if run.module == STARTUP:
+            if not result.get("zygote"):
+                self._close(run)
+            self._started(run, result)
+            return
+        if result.get("status") == "present" and run.base is not None and run.base is self.app:
+            # The started app holds it already (imported under the radar of ``loaded``).
+            self._close(run)
+            self._place_waiting(run, False)
+            self._emit(run, {"status": "ok", "startup": True})
+            return
         if result.get("status") == "present":
             # The zygote's dependency had already imported it: redo it from the root.
             self._close(run)
@@ -284,6 +344,10 @@ class _Root:
             return
         if "hello" in message:
             run.pid = message["hello"]
+        elif "entry" in message and "status" not in message:
+            run.entry = message["entry"]
+        elif "loaded" in message and "status" not in message:
+            run.loaded.extend(message["loaded"])
         elif "reaped" in message:
             self.statuses[message.pop("reaped")] = message
         elif "status" in message and run.result is None:
@@ -405,7 +469,15 @@ def main():
     taint = preloader.load(config.get("preload", []))
     if config.get("pycache"):  # after preloading, which reads the packages' own caches
         _c.use_private_caches(config["pycache"], root, [m["name"] for m in config["modules"]])
-    channel.write(json.dumps({"ready": True, "preloaded": preloader.loaded, "taint": taint}) + "\n")
+    ready = {
+        "ready": True,
+        "preloaded": preloader.loaded,
+        "taint": taint,
+        "python": sys.executable,
+        "version": sys.version.split()[0],
+        "implementation": sys.implementation.name,
+    }
+    channel.write(json.dumps(ready) + "\n")
     if taint is not None:
         return
     task = None

@@ -1,0 +1,130 @@
+"""Missing third-party distributions: which one a missing module belongs to, and whether the
+project declares it.
+
+A module is mapped to its distribution by ``importlib.metadata.packages_distributions()``,
+asked in the project's interpreter (a distribution may be installed there with a module
+missing), then in this one (the project may lack what safeship has), then by a few
+well-known names whose module differs from the distribution (``yaml`` is PyYAML), and last
+by the module's own top-level name. Declarations are read from ``pyproject.toml`` (PEP 621
+and poetry), ``requirements*.txt`` and ``setup.cfg``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import subprocess
+import tomllib
+from collections.abc import Iterable, Sequence
+from importlib.metadata import packages_distributions
+from pathlib import Path
+from typing import Any
+
+__all__ = ["declared_distributions", "distributions_of", "normalise_name"]
+
+_PROBE_TIMEOUT = 20.0
+_WELL_KNOWN = {
+    "PIL": "Pillow",
+    "attr": "attrs",
+    "bs4": "beautifulsoup4",
+    "cv2": "opencv-python",
+    "dateutil": "python-dateutil",
+    "dotenv": "python-dotenv",
+    "jose": "python-jose",
+    "jwt": "PyJWT",
+    "magic": "python-magic",
+    "multipart": "python-multipart",
+    "psycopg2": "psycopg2-binary",
+    "sklearn": "scikit-learn",
+    "yaml": "PyYAML",
+}
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_PROBE = (
+    "import json, sys\n"
+    "from importlib.metadata import packages_distributions\n"
+    "wanted = set(json.loads(sys.argv[1]))\n"
+    "print(json.dumps({k: v for k, v in packages_distributions().items() if k in wanted}))\n"
+)
+
+
+def normalise_name(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def distributions_of(
+    modules: Iterable[str], python: str | None = None, flags: Sequence[str] = ()
+) -> dict[str, str]:
+    """Top-level module name -> distribution name, for each of ``modules`` (dotted names)."""
+    tops = sorted({m.split(".")[0] for m in modules if m})
+    found: dict[str, str] = {}
+    if python and tops:
+        try:
+            done = subprocess.run(
+                [python, *flags, "-c", _PROBE, json.dumps(tops)],
+                capture_output=True,
+                text=True,
+                timeout=_PROBE_TIMEOUT,
+                check=False,
+            )
+            data = json.loads(done.stdout or "{}")
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            data = {}
+        if isinstance(data, dict):
+            found.update({k: v[0] for k, v in data.items() if isinstance(v, list) and v})
+    if not flags:  # safeship's packages are the project's only when it runs with them
+        own = packages_distributions()
+        for top in tops:
+            if top not in found and own.get(top):
+                found[top] = own[top][0]
+    for top in tops:
+        found.setdefault(top, _WELL_KNOWN.get(top, top))
+    return found
+
+
+def declared_distributions(root: Path) -> dict[str, str]:
+    """Normalised distribution name -> the file that declares it."""
+    out: dict[str, str] = {}
+
+    def add(requirements: Iterable[Any], where: str) -> None:
+        for item in requirements:
+            if not isinstance(item, str):
+                continue
+            match = _NAME.match(item)
+            if match:
+                out.setdefault(normalise_name(match.group(1)), where)
+
+    pyproject = _toml(root / "pyproject.toml")
+    project = pyproject.get("project", {})
+    add(project.get("dependencies", []), "pyproject.toml")
+    for extra in (project.get("optional-dependencies") or {}).values():
+        add(extra if isinstance(extra, list) else [], "pyproject.toml")
+    poetry = pyproject.get("tool", {}).get("poetry", {})
+    add((poetry.get("dependencies") or {}).keys(), "pyproject.toml")
+    for group in (poetry.get("group") or {}).values():
+        if isinstance(group, dict):
+            add((group.get("dependencies") or {}).keys(), "pyproject.toml")
+    for path in sorted(root.glob("requirements*.txt")) + sorted(root.glob("requirements/*.txt")):
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        add((ln for ln in lines if not ln.lstrip().startswith(("-", "#"))), path.name)
+    setup_cfg = root / "setup.cfg"
+    if setup_cfg.is_file():
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(setup_cfg, encoding="utf-8")
+            requires = parser.get("options", "install_requires", fallback="")
+        except (configparser.Error, UnicodeDecodeError):
+            requires = ""
+        add(requires.splitlines(), "setup.cfg")
+    return out
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}

@@ -1,0 +1,92 @@
+"""What the imports gate removes from exception text before anything is shown.
+
+An import fails with whatever the project put in its exception: a settings class that
+echoes its input, a connection error that names its URL. Before a message, a source line or
+a note leaves the gate it goes through, in this order:
+
+1. the values of the declared secrets (``[secrets]`` and the JWT secret, under every
+   candidate name, from the environment's variables and from each ``file:``/``dir:``
+   consumer) and of the environment variables the imports ran with, longest first, each
+   replaced by ``[redacted:$NAME]``;
+2. the value of every pydantic ``input_value=...`` (up to its ``, input_type=``);
+3. ``safeship.secrets.redact``: tokens, credentials in URLs, Authorization headers.
+
+Environment values that cannot be secrets and would only make messages unreadable are
+kept: shorter than 8 characters, numbers, booleans, filesystem paths and path lists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
+
+__all__ = ["Redactor", "redact_input_values"]
+
+_MIN_ENV_CHARS = 8
+_INPUT = "input_value="
+_INPUT_END = ", input_type="
+_PLAIN = frozenset({"true", "false", "yes", "no", "on", "off", "none", "null"})
+
+
+def redact_input_values(text: str) -> str:
+    """Every pydantic ``input_value=...`` replaced by ``input_value=[redacted]`` (linear:
+    plain substring searches)."""
+    if _INPUT not in text:
+        return text
+    out: list[str] = []
+    pos = 0
+    while True:
+        start = text.find(_INPUT, pos)
+        if start < 0:
+            out.append(text[pos:])
+            break
+        value = start + len(_INPUT)
+        out.append(text[pos:value])
+        out.append("[redacted]")
+        end = text.find(_INPUT_END, value)
+        line_end = text.find("\n", value)
+        if end < 0 or (0 <= line_end < end):
+            end = line_end if line_end >= 0 else len(text)
+        pos = end
+    return "".join(out)
+
+
+def _worth_redacting(value: str) -> bool:
+    if len(value) < _MIN_ENV_CHARS or value.lower() in _PLAIN:
+        return False
+    with suppress(ValueError):
+        float(value)
+        return False
+    parts = [p for p in value.split(os.pathsep) if p]
+    return not (parts and all(os.path.isabs(p) for p in parts))
+
+
+class Redactor:
+    """``redactor(text)``: ``text`` with the values it was given removed (see the module)."""
+
+    def __init__(
+        self,
+        secrets: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        values: dict[str, str] = {}
+        for name, value in (environ or {}).items():
+            if value and _worth_redacting(value):
+                values.setdefault(value, name)
+        for name, value in (secrets or {}).items():
+            if value and len(value) >= 4:
+                values[value] = name  # a secret's own name wins over a variable's
+        self._values = sorted(values.items(), key=lambda item: -len(item[0]))
+        self._redact = redact
+
+    def __call__(self, text: str) -> str:
+        for value, name in self._values:
+            if value in text:
+                text = text.replace(value, f"[redacted:${name}]")
+        text = redact_input_values(text)
+        return self._redact(text) if self._redact else text
+
+    def many(self, texts: Iterable[str]) -> list[str]:
+        return [self(t) for t in texts]
