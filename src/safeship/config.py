@@ -130,7 +130,7 @@ class SecretConfig(_Model):
     min_bytes: int = Field(default=32, ge=1)
     consumers: list[str] = Field(default_factory=lambda: ["env"])
     """Where the secret must be present, and identical: ``env``, ``file:PATH``,
-    ``dir:PATH`` or ``gcp:projects/P/secrets/S``."""
+    ``dir:PATH``, ``gcp:projects/P/secrets/S`` or ``k8s:[CONTEXT/]NAMESPACE/SECRET``."""
     required: bool = True
 
     @field_validator("consumers")
@@ -138,10 +138,10 @@ class SecretConfig(_Model):
     def _known_consumers(cls, value: list[str]) -> list[str]:
         for item in value:
             kind = item.split(":", 1)[0]
-            if kind not in {"env", "file", "dir", "gcp"}:
+            if kind not in {"env", "file", "dir", "gcp", "k8s"}:
                 raise ValueError(
-                    f"unknown consumer {item!r}: expected 'env', 'file:PATH', 'dir:PATH' "
-                    "or 'gcp:projects/P/secrets/S'"
+                    f"unknown consumer {item!r}: expected 'env', 'file:PATH', 'dir:PATH', "
+                    "'gcp:projects/P/secrets/S' or 'k8s:NAMESPACE/SECRET'"
                 )
         return value
 

@@ -10,6 +10,7 @@ the process. Values are never shown: a keyed fingerprint identifies them instead
 from __future__ import annotations
 
 from .gcp import GcpSecretManagerSource
+from .k8s import KubernetesSecretSource
 from .redact import RedactingFilter, install_redaction, redact, register_secret
 from .resolve import (
     GENERATED,
@@ -38,6 +39,7 @@ __all__ = [
     "DotEnvSource",
     "EnvSource",
     "GcpSecretManagerSource",
+    "KubernetesSecretSource",
     "RedactingFilter",
     "ResolvedSecret",
     "SecretSource",

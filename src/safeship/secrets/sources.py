@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..errors import SecretError
 from .gcp import GcpSecretManagerSource
+from .k8s import KubernetesSecretSource
 
 if TYPE_CHECKING:
     from ..config import Manifest
@@ -174,6 +175,7 @@ SOURCE_KINDS: dict[str, Callable[..., SecretSource]] = {
     "file": DotEnvSource.from_spec,
     "dir": DirSource.from_spec,
     "gcp": GcpSecretManagerSource.from_spec,
+    "k8s": KubernetesSecretSource.from_spec,
 }
 """Each factory is called as ``factory(arg, root=..., environ=...)`` with the text after
 ``kind:``. Adding a source kind touches this dict and its own class."""

@@ -70,7 +70,8 @@ def api_client(settings: KubernetesConfig) -> Any:
             config.load_incluster_config(client_configuration=configuration)
         else:
             config.load_kube_config(
-                config_file=settings.kubeconfig,
+                # $KUBECONFIG read now: the client reads it once, at its import.
+                config_file=settings.kubeconfig or os.environ.get("KUBECONFIG") or None,
                 context=settings.context,
                 client_configuration=configuration,
                 persist_config=False,
