@@ -18,7 +18,7 @@ from safeship.config import load_manifest
 from safeship.errors import SecretError
 from safeship.gates import GateStatus, build_context
 from safeship.gates.secrets_gate import SecretsGate
-from safeship.secrets import KubernetesSecretSource, fingerprint
+from safeship.secrets import KubernetesSecretSource, SecretSource, fingerprint
 
 from ..deploy.k8s_harness import Cluster, kubeconfig
 
@@ -42,6 +42,7 @@ def _api(url: str) -> Any:
 def test_reads_the_keys_of_a_secret_and_nothing_of_a_missing_one():
     def check(cluster: Cluster, url: str) -> None:
         source = KubernetesSecretSource("ns/agent-secrets", client=_api(url))
+        assert isinstance(source, SecretSource) and source.spec == "k8s:ns/agent-secrets"
         assert source.get("JWT_SECRET_STAGING") == "s3cret-value"
         assert source.get("OTHER") is None
         assert source.describe() == "Kubernetes Secret ns/agent-secrets"
