@@ -162,3 +162,20 @@ def test_import_root_for_walks_above_the_package(project: Path) -> None:
     assert import_root_for(project / "shop" / "agents" / "goals.py") == project
     assert import_root_for(project / "shop" / "agents") == project
     assert import_root_for(project / "tests" / "db_check.py") == project / "tests"
+
+
+def test_the_gate_scans_the_manifests_code_only(project: Path) -> None:
+    manifest_path = project / "safeship.toml"
+    manifest_path.write_text(
+        manifest_path.read_text().replace(
+            'app = "shop.main:app"', 'app = "shop.main:app"\ncode = "shop"'
+        )
+    )
+    ctx = build_context(project, load_manifest(manifest_path), "development")
+    result = LegacyGate().run(ctx)
+    paths = {f.path for f in result.findings if f.rule == "legacy-reference"}
+    assert paths == {"shop/agents/goals.py", "shop/main.py"}  # not tests/db_check.py
+    assert result.summary["scanned"] == "shop"
+    assert result.summary["total"] == 7
+    unparsable = [f.path for f in result.findings if f.rule == "legacy-unparsable"]
+    assert unparsable == ["shop/broken.py"]

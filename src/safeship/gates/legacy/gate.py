@@ -8,7 +8,7 @@ with the same prefix (``OldNameFactory``) are never counted or rewritten.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import libcst as cst
@@ -183,14 +183,20 @@ class LegacyGate:
         import_root = (
             ctx.manifest.resolve(ctx.manifest.service.app_dir) if ctx.manifest.path else None
         )
+        # The manifest's `code` is what the service runs; tests and fixtures elsewhere in the
+        # repository may mention legacy names on purpose, and scanning them costs the most.
+        scanned = _code_dir(ctx)
         unparsable: list[str] = []
         refs = find_references(
-            ctx.root,
+            ctx.root / scanned if scanned else ctx.root,
             legacy,
             import_root=import_root,
             exclude=ctx.manifest.gates.exclude,
             unparsable=unparsable,
         )
+        if scanned:
+            refs = [replace(ref, path=f"{scanned}/{ref.path}") for ref in refs]
+            unparsable = [f"{scanned}/{rel}" for rel in unparsable]
         blocking = Tier.WARNING in ctx.block_tiers
         findings = [
             Finding(
@@ -232,5 +238,19 @@ class LegacyGate:
             "files": {name: len(paths) for name, paths in files.items()},
             "total": len(refs),
             "unparsable": len(unparsable),
+            "scanned": scanned or ".",
         }
         return result_from_findings(self.name, findings, summary)
+
+
+def _code_dir(ctx: CheckContext) -> str | None:
+    """The manifest's ``service.code`` relative to the checked root, when it lies inside it."""
+    manifest = ctx.manifest
+    if manifest.path is None or not manifest.service.code:
+        return None
+    root = ctx.root.resolve()
+    try:
+        rel = manifest.code_dir.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return None
+    return rel if rel != "." and (root / rel).is_dir() else None
