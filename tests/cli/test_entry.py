@@ -34,3 +34,15 @@ def test_usage_errors_exit_2_without_traceback(args):
 def test_version():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("safeship ")
+
+
+def test_a_usage_error_with_json_answers_in_json(capsys) -> None:
+    import json
+
+    from safeship.cli import main
+
+    assert main(["history", "--last", "0", "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and out["error"] == "UsageError"
+    assert "--last" in out["message"]
+    assert out["hint"] == "see `safeship history --help`"

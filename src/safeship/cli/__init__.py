@@ -99,6 +99,20 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except _ClickException as exc:  # usage errors: a bad option, a missing argument
-        exc.show()
+        if "--json" in args:
+            from ._output import emit_json
+
+            ctx = getattr(exc, "ctx", None)
+            command = ctx.command_path if ctx is not None else "safeship"
+            emit_json(
+                {
+                    "ok": False,
+                    "error": "UsageError",
+                    "message": exc.format_message(),
+                    "hint": f"see `{command} --help`",
+                }
+            )
+        else:
+            exc.show()
         return exc.exit_code
     return rv if isinstance(rv, int) else 0
