@@ -131,3 +131,35 @@ def test_the_fastapi_example_runs(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_the_kubernetes_probes_agree_with_docs_containers():
+    import yaml
+
+    def probes(text: str) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
+            for doc in yaml.safe_load_all(block):
+                stack = [doc]
+                while stack:
+                    node = stack.pop()
+                    if isinstance(node, dict):
+                        for key, value in node.items():
+                            if key.endswith("Probe") and isinstance(value, dict):
+                                found.setdefault(key, value)
+                            stack.append(value)
+                    elif isinstance(node, list):
+                        stack.extend(node)
+        return found
+
+    def timing(probe: dict) -> dict:
+        return {k: v for k, v in probe.items() if k != "httpGet"} | {
+            "path": probe["httpGet"]["path"]
+        }
+
+    readme = probes(README)
+    containers = (ROOT / "docs" / "containers.md").read_text()
+    kube = probes(containers[containers.index("## Kubernetes") :])
+    assert set(readme) == {"startupProbe", "readinessProbe", "livenessProbe"}
+    for name, probe in readme.items():
+        assert timing(probe) == timing(kube[name]), name
