@@ -159,9 +159,16 @@ def parse_client_message(
             f"message is over the {max_bytes}-byte limit: send a smaller input",
         )
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        return ProtocolError(
+            ErrorCode.INVALID_JSON, f"JSON nested too deeply: at most {MAX_DEPTH} levels"
+        )
     except ValueError as exc:
         return ProtocolError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}")
+    problem = _unstorable(data)
+    if problem is not None:
+        return ProtocolError(ErrorCode.INVALID_MESSAGE, problem)
     if not isinstance(data, dict):
         return ProtocolError(
             ErrorCode.INVALID_MESSAGE, f"expected a JSON object, got {type(data).__name__}"
@@ -185,6 +192,46 @@ def parse_client_message(
             request_id,
         )
     return parser(data, request_id)
+
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects a message may have."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number: send finite numbers only")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range for a number")
+    return value
+
+
+def _unstorable(data: Any) -> str | None:
+    """What in a parsed message no store can keep, checked here at the protocol boundary so
+    it is answered with an ``error`` reply instead of failing in the database: nesting past
+    ``MAX_DEPTH``, NUL characters, lone surrogates. Iterative, so depth costs no stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return "strings must not contain NUL (\\u0000) characters"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "strings must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not"
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return f"JSON nested too deeply: at most {MAX_DEPTH} levels"
+            items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+            for key, item in items:
+                if key is not None:
+                    stack.append((key, depth))
+                stack.append((item, depth + 1))
+    return None
 
 
 def _parse_start(data: dict[str, Any], request_id: str | None) -> ClientMessage | ProtocolError:
@@ -227,7 +274,7 @@ def _parse_resume(data: dict[str, Any], request_id: str | None) -> ClientMessage
     if "last_seq" not in data:
         return _missing("last_seq", "resume", request_id)
     last_seq = data["last_seq"]
-    if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
+    if not isinstance(last_seq, int) or isinstance(last_seq, bool) or not 0 <= last_seq < 2**63:
         return _invalid("last_seq", "an integer >= 0 (0 replays the whole run)", request_id)
     return Resume(run_id=run_id, last_seq=last_seq, request_id=request_id)
 

@@ -243,11 +243,32 @@ class WebSocketGuard:
                 logger.debug("websocket handler ended after close: %r", exc)
             else:
                 await self._internal_error(scope, channel, exc)
+        else:
+            if not channel.closed:
+                await self._finish(scope, channel)
         finally:
             channel.cancel_expiry()
             self.connections.remove(connection)
             if self.metrics is not None:
                 self.metrics.active.dec()
+
+    async def _finish(self, scope: Scope, channel: _Channel) -> None:
+        """The handler returned without closing: end the connection with 1000, never as a
+        silent drop (no close frame: the client sees 1006) or an HTTP 500 for a handler that
+        never accepted."""
+        if channel.accepted:
+            logger.info(
+                "websocket handler %s returned without closing: closed with 1000", scope.get("path")
+            )
+        else:
+            logger.warning(
+                "websocket handler %s returned without accepting: accepted and closed with 1000",
+                scope.get("path"),
+            )
+        try:
+            await channel.close(CloseCode.NORMAL, "handler finished")
+        except Exception as send_exc:  # the client is gone; nothing more to tell it
+            logger.debug("could not close the finished connection: %r", send_exc)
 
     async def _internal_error(self, scope: Scope, channel: _Channel, exc: Exception) -> None:
         error_id = os.urandom(4).hex()
@@ -259,13 +280,9 @@ class WebSocketGuard:
         )
         reason = f"internal error (id {error_id})"
         try:
-            if channel.accepted:
-                await channel.close(CloseCode.INTERNAL_ERROR, reason)
-            else:
-                channel.closed = True
-                await self._deny(
-                    scope, channel.downstream, DenyKind.INTERNAL, reason, channel.subprotocol
-                )
+            # Also before accept: the guard admitted the connection, so it ends with a close
+            # code (accept, then 1011) that a browser can read, not an HTTP 500 (1006).
+            await channel.close(CloseCode.INTERNAL_ERROR, reason)
         except Exception as send_exc:  # the transport is gone; nothing more to tell the client
             logger.debug("could not report error %s to the client: %r", error_id, send_exc)
 
