@@ -8,10 +8,26 @@ reasons a finding can never fire at runtime, then *when* the faulty expression i
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["AnnotationKind", "Decision", "Facts", "Tier", "Where", "is_test_path", "triage"]
+__all__ = [
+    "AnnotationKind",
+    "Decision",
+    "Edge",
+    "Facts",
+    "Runs",
+    "Step",
+    "Tier",
+    "Where",
+    "is_test_path",
+    "resolve_alias",
+    "startup_reach",
+    "triage",
+]
 
 
 class Tier(StrEnum):
@@ -21,6 +37,8 @@ class Tier(StrEnum):
     BREAKS_ON_CALL = "breaks-on-call"
     UNREACHABLE = "unreachable"
     NOISE = "noise"
+    ENVIRONMENT = "environment"
+    """The environment lacks a declared distribution: install the project's dependencies."""
     # Findings of gates other than static are not triaged by reachability.
     ERROR = "error"
     WARNING = "warning"
@@ -79,10 +97,24 @@ class Facts:
     """A banned legacy name (TID251): works as long as the old name still exists."""
 
 
+class Runs(StrEnum):
+    """When the code holding a finding runs, from the startup call graph."""
+
+    AT_STARTUP = "at-startup"
+    """Imported or called while the app is imported and started (lifespan included)."""
+    ON_CALL = "on-call"
+    """Only when a request, a task or another caller runs it."""
+    UNKNOWN = "unknown"
+    """No call graph: module bodies count as startup, function bodies as on-call."""
+
+
 @dataclass(frozen=True)
 class Decision:
     tier: Tier
     reason: str
+    may_break_startup: str | None = None
+    """Why the finding, though not proven to run at startup, may: the call graph could not
+    be resolved there (dynamic dispatch, ``getattr``). Never changes the tier."""
 
 
 _TEST_DIRS = frozenset({"tests", "test"})
@@ -118,17 +150,56 @@ _EVALUATORS = {
 }
 
 
-def triage(facts: Facts, *, reachable: bool, is_test: bool) -> Decision:
+def triage(
+    facts: Facts,
+    *,
+    reachable: bool,
+    is_test: bool,
+    target: tuple[int, int] = (3, 11),
+    module_runs: Runs = Runs.UNKNOWN,
+    module_via: str | None = None,
+    function_runs: Runs = Runs.UNKNOWN,
+    function_via: str | None = None,
+    may_break_startup: str | None = None,
+) -> Decision:
     """Decide the tier of one finding.
 
     Args:
         facts: where the faulty name is evaluated (from the AST context).
         reachable: whether the entry points import the finding's module, directly or lazily.
         is_test: whether the file is test code.
+        target: the Python version the code is written for: from 3.14 (PEP 649/749)
+            annotations are not evaluated when a function or class is defined.
+        module_runs: whether the module's body runs at startup (imported by startup code) or
+            only when a request or task imports it; ``module_via`` says where.
+        function_runs: for a finding in a function body, whether startup code calls the
+            function, transitively; ``function_via`` names the call.
+        may_break_startup: why the call graph could not tell (kept as a note).
 
     Returns:
         The tier and a one-line reason a user can read.
     """
+    decision = _decide(facts, reachable, is_test, target, function_runs, function_via)
+    if decision.tier is Tier.BREAKS_STARTUP and module_runs is Runs.ON_CALL:
+        via = f" {module_via}" if module_via else ""
+        return Decision(
+            Tier.BREAKS_ON_CALL,
+            f"{decision.reason}; but the module is imported only when called{via}",
+            may_break_startup,
+        )
+    if decision.tier is Tier.BREAKS_ON_CALL and may_break_startup:
+        return Decision(decision.tier, decision.reason, may_break_startup)
+    return decision
+
+
+def _decide(
+    facts: Facts,
+    reachable: bool,
+    is_test: bool,
+    target: tuple[int, int],
+    function_runs: Runs,
+    function_via: str | None,
+) -> Decision:
     if is_test:
         return Decision(Tier.NOISE, "test code: the service never imports it")
     if facts.legacy_reference:
@@ -141,8 +212,17 @@ def triage(facts: Facts, *, reachable: bool, is_test: bool) -> Decision:
         return Decision(Tier.NOISE, silent)
     if facts.syntax_error:
         return Decision(Tier.BREAKS_STARTUP, "syntax error: the module cannot be imported")
+    if facts.annotation is AnnotationKind.EAGER and target >= (3, 14) and not facts.evaluated_by:
+        return Decision(
+            Tier.NOISE,
+            f"Python {target[0]}.{target[1]} does not evaluate annotations at definition "
+            "(PEP 649): fails only if something reads them (typing.get_type_hints)",
+        )
     if facts.in_function:
         where = f"`{facts.function}`" if facts.function else "the function"
+        if function_runs is Runs.AT_STARTUP:
+            via = f": {function_via}" if function_via else ""
+            return Decision(Tier.BREAKS_STARTUP, f"{where} runs at startup{via}")
         return Decision(Tier.BREAKS_ON_CALL, f"fails when {where} runs")
     if facts.where is Where.ALL_EXPORT:
         return Decision(Tier.BREAKS_ON_CALL, "fails on `from module import *`")
@@ -176,3 +256,99 @@ def _never_fires(facts: Facts) -> str | None:
             "fails only if something calls typing.get_type_hints (runtime-only)"
         )
     return None
+
+
+# -- what runs at startup ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One way a unit of code makes another run: ``call`` (``create_app()``), ``import``
+    (``import shop.db``), ``hook`` (``lifespan=...``, ``on_event("startup")``) or ``class``
+    (calling a class runs its ``__init__``)."""
+
+    target: str
+    """A dotted name: ``shop.factory.create_app``, ``shop.db`` (module), ``shop.models.User``."""
+    kind: str
+    line: int
+    text: str = ""
+    """The source of the statement, e.g. ``app = create_app()``."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """How a unit was reached: from ``parent`` through ``edge``; None for a root."""
+
+    parent: str | None
+    edge: Edge | None
+
+
+def startup_reach(
+    edges: Mapping[str, Iterable[Edge]],
+    aliases: Mapping[str, str],
+    roots: Iterable[str],
+    modules: AbstractSet[str],
+) -> dict[str, Step]:
+    """Every unit that runs at startup, breadth-first from ``roots`` (the entry modules).
+
+    A unit is a module (its body) or a function, named by its dotted name. ``aliases`` maps
+    a name bound by an import to what it names (``shop.create_app`` ->
+    ``shop.factory.create_app``); they are followed to a unit with edges. A class is not a
+    unit: calling ``shop.models.User`` runs ``shop.models.User.__init__`` when it exists.
+    ``modules`` are the units that are modules: only they are run by an ``import`` edge.
+
+    Returns:
+        unit -> the step that first reached it (a shortest chain to each).
+    """
+    reached: dict[str, Step] = {}
+    queue: deque[str] = deque()
+    for root in roots:
+        if root in edges and root not in reached:
+            reached[root] = Step(None, None)
+            queue.append(root)
+    while queue:
+        current = queue.popleft()
+        for edge in edges.get(current, ()):
+            for unit in _units(edge, edges, aliases, modules):
+                if unit not in reached:
+                    reached[unit] = Step(current, edge)
+                    queue.append(unit)
+    return reached
+
+
+def _units(
+    edge: Edge,
+    edges: Mapping[str, Iterable[Edge]],
+    aliases: Mapping[str, str],
+    modules: AbstractSet[str],
+) -> list[str]:
+    name = resolve_alias(edge.target, aliases)
+    if edge.kind == "import":
+        # Importing a.b.c runs a, a.b, then a.b.c.
+        parts = name.split(".")
+        prefixes = (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        return [p for p in prefixes if p in modules]
+    out = [name] if name in edges and name not in modules else []
+    for special in ("__init__", "__post_init__", "__new__"):
+        if f"{name}.{special}" in edges:
+            out.append(f"{name}.{special}")
+    return out
+
+
+def resolve_alias(name: str, aliases: Mapping[str, str]) -> str:
+    """Follow import aliases (``pkg.name`` -> ``pkg.mod.name``), also for a prefix of the
+    name (``pkg.mod.Class.method`` when ``pkg.mod.Class`` is an alias); stops on a cycle."""
+    seen: set[str] = set()
+    while name not in seen:
+        seen.add(name)
+        if name in aliases:
+            name = aliases[name]
+            continue
+        head, dot, tail = name.rpartition(".")
+        while dot and head not in aliases:
+            head, dot, rest = head.rpartition(".")
+            tail = f"{rest}.{tail}"
+        if not dot:
+            return name
+        name = f"{aliases[head]}.{tail}"
+    return name

@@ -7,13 +7,13 @@ Failures are data. A gate that cannot run at all (an engine missing, a crash) re
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from ..core.triage import Tier
 
-__all__ = ["Finding", "GateResult", "GateStatus", "Report", "Tier"]
+__all__ = ["Finding", "GateResult", "GateStatus", "Report", "Tier", "number_duplicates"]
 
 
 class GateStatus(StrEnum):
@@ -46,19 +46,26 @@ class Finding:
     blocking: bool = False
     in_baseline: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    occurrence: int = 0
+    """Among findings that would share a fingerprint (the same rule and symbol on the same
+    text in the same scope: twice on one line, or one line repeated), the n-th in source
+    order (``number_duplicates``)."""
 
     @property
     def fingerprint(self) -> str:
-        """Stable across line shifts: built from the path, rule, symbol, enclosing scope and
-        the stripped source line, never the line number."""
-        parts = (
+        """Stable across line shifts and unrelated edits: built from the path, rule, symbol,
+        enclosing scope, the stripped source line and the occurrence, never the line
+        number; unique per finding once ``number_duplicates`` has run."""
+        parts = [
             self.gate,
             self.rule,
             self.path or "",
             self.symbol or "",
             self.scope or "",
             (self.source_line or self.message).strip(),
-        )
+        ]
+        if self.occurrence:
+            parts.append(str(self.occurrence))
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,6 +74,21 @@ class Finding:
         data["chain"] = list(self.chain)
         data["fingerprint"] = self.fingerprint
         return data
+
+
+def number_duplicates(findings: list[Finding]) -> list[Finding]:
+    """Give each finding that shares a fingerprint with an earlier one (by path, line,
+    column) its occurrence number, so that every fingerprint in ``findings`` is unique."""
+    seen: dict[str, int] = {}
+    out = []
+    for finding in sorted(
+        findings, key=lambda f: (f.path or "", f.line or 0, f.column or 0, f.rule)
+    ):
+        base = replace(finding, occurrence=0).fingerprint
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        out.append(replace(finding, occurrence=count))
+    return out
 
 
 @dataclass

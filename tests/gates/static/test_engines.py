@@ -77,7 +77,7 @@ def test_parse_ruff() -> None:
         ("F821", "pkg/main.py", 12, 5, "Undef1"),
         ("TID251", "pkg/main.py", 4, 20, "pkg.db.DatabaseSessionManager"),
         # One syntax error per file: the first is the one to fix.
-        ("syntax-error", "pkg/bad.py", 2, 7, None),
+        ("invalid-syntax", "pkg/bad.py", 2, 7, None),
         ("F822", "/elsewhere/x.py", 3, 12, "Heavy"),
     ]
     assert parse_ruff("", ROOT) == []
@@ -188,7 +188,7 @@ def test_real_engines_on_the_fixture() -> None:
     assert runs["ruff"].version and runs["ty"].version == "0.0.104"
     ruff = {(d.rule, d.path, d.symbol) for d in runs["ruff"].diagnostics}
     assert ("F821", "agentsvc/agents/goals_triage_sub_agent.py", "DatabaseSessionManager") in ruff
-    assert ("syntax-error", "agentsvc/plugins/broken_plugin.py", None) in ruff
+    assert ("invalid-syntax", "agentsvc/plugins/broken_plugin.py", None) in ruff
     assert ("TID251", "agentsvc/reports.py", "agentsvc.db.DatabaseSessionManager") in ruff
     assert ("F823", "agentsvc/settings.py", "counter") in ruff
     ty = {(d.rule, d.path, d.symbol) for d in runs["ty"].diagnostics}

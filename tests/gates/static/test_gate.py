@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from safeship.config import Manifest, load_manifest
-from safeship.gates.static.graph import project_layout
 from safeship.gates.model import Finding, GateResult, GateStatus, Tier
 from safeship.gates.runner import CheckContext, build_context
 from safeship.gates.static.gate import StaticGate
+from safeship.gates.static.graph import project_layout
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "static" / "project"
 STARTUP, ON_CALL, UNREACHABLE, NOISE = (
@@ -35,7 +35,7 @@ EXPECTED = {
     (STARTUP, "agentsvc/settings.py", 14, "F821", "WindowSize"),  # unquoted method annotation
     (STARTUP, "agentsvc/routes.py", 9, "F821", "GoalFilter"),  # quoted, FastAPI evaluates it
     (STARTUP, "agentsvc/models.py", 10, "F821", "OwnerRef"),  # future import, pydantic field
-    (STARTUP, "agentsvc/plugins/broken_plugin.py", 4, "syntax-error", None),
+    (STARTUP, "agentsvc/plugins/broken_plugin.py", 4, "invalid-syntax", None),
     # ty: a name the first-party module no longer defines; ruff's TID251 on it is merged.
     (STARTUP, "agentsvc/reports.py", 4, "ty:import-not-found", "DatabaseSessionManager"),
     (STARTUP, "agentsvc/reports.py", 6, "ty:missing-attribute", "SESSION_TIMEOUT"),
@@ -62,8 +62,10 @@ EXPECTED = {
 
 
 def _context(root: Path = FIXTURE, env: str = "development", **kwargs: object) -> CheckContext:
+    """The fixture's environment is this interpreter's: fastapi and pydantic are installed."""
     manifest_file = root / "safeship.toml"
     manifest = load_manifest(manifest_file) if manifest_file.exists() else Manifest(root=root)
+    kwargs.setdefault("python", sys.prefix)
     return build_context(root, manifest, env, base_environ={}, **kwargs)  # type: ignore[arg-type]
 
 
@@ -93,9 +95,17 @@ def test_status_and_blocking_in_development(result: GateResult) -> None:
 
 def test_story_defect_carries_the_lazy_chain_and_the_legacy_hint(result: GateResult) -> None:
     finding = _one(result, GOALS, 9)
-    assert " → ".join(finding.chain) == (
-        "main → agent_class_initialization (inside _register_auxiliary_agents)"
-        " → goals_triage_sub_agent:9"
+    # Calls as well as imports, with full dotted names and lines: the startup hook calls
+    # the function whose lazy import runs the module whose class definition fails.
+    assert finding.chain == (
+        'agentsvc.main:19 @app.on_event("startup")',
+        "agentsvc.main._startup:21 agent_class_initialization.initialize_agents()",
+        "agentsvc.agent_class_initialization.initialize_agents:13 "
+        "_register_auxiliary_agents(registry)",
+        "agentsvc.agent_class_initialization._register_auxiliary_agents:6 "
+        "from agentsvc.agents import goals_triage_sub_agent",
+        "agentsvc.agents.goals_triage_sub_agent:9",
+        "NameError: DatabaseSessionManager",
     )
     assert finding.scope == "GoalsTriageSubAgent.__init__"
     assert finding.source_line == (
@@ -107,7 +117,7 @@ def test_story_defect_carries_the_lazy_chain_and_the_legacy_hint(result: GateRes
 
 
 def test_findings_are_ordered_by_certainty(result: GateResult) -> None:
-    order = [STARTUP, ON_CALL, Tier.WARNING, UNREACHABLE, NOISE]
+    order = [STARTUP, ON_CALL, Tier.WARNING, Tier.ENVIRONMENT, UNREACHABLE, NOISE]
     tiers = [order.index(f.tier) for f in result.findings]
     assert tiers == sorted(tiers)
 
@@ -135,6 +145,7 @@ def test_summary(result: GateResult) -> None:
         "breaks-startup": 11,
         "breaks-on-call": 4,
         "warning": 0,
+        "environment": 0,
         "unreachable": 4,
         "noise": 11,
     }
@@ -313,7 +324,11 @@ def test_manifest_code_and_app_dir(tmp_path: Path) -> None:
         (STARTUP, "examples/agent_service/jobs.py", 1, "F821", "missing_limit"),
         (UNREACHABLE, "examples/agent_service/unused.py", 1, "F821", "also_missing"),
     }
-    assert _one(result, "examples/agent_service/jobs.py", 1).chain == ("main", "jobs:1")
+    assert _one(result, "examples/agent_service/jobs.py", 1).chain == (
+        "agent_service.main:1 from agent_service import jobs",
+        "agent_service.jobs:1",
+        "NameError: missing_limit",
+    )
 
 
 def test_src_layout(tmp_path: Path) -> None:
@@ -327,15 +342,17 @@ def test_src_layout(tmp_path: Path) -> None:
     )
     result = StaticGate().run(_context(tmp_path, entries=["app.main"]))
     finding = _one(result, "src/app/late.py", 2)
-    assert finding.tier is STARTUP and finding.scope == "Late"
-    assert finding.chain == ("main (inside boot)", "late:2")
+    # boot() is never called at startup: the module runs only when boot() is called.
+    assert finding.tier is ON_CALL and finding.scope == "Late"
+    assert "imported only when called (inside `app.main.boot`)" in finding.message
+    assert finding.chain == ("app.main (inside boot)", "app.late:2", "NameError: UNDEFINED_SIZE")
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="the syntax is valid from 3.12 on")
 def test_syntax_newer_than_the_interpreter_is_a_syntax_error(tmp_path: Path) -> None:
     _write(tmp_path, {"app/__init__.py": "", "app/main.py": "type Alias = int\n"})
     result = StaticGate().run(_context(tmp_path, entries=["app.main"]))
-    assert [(f.rule, f.tier) for f in result.findings] == [("syntax-error", STARTUP)]
+    assert [(f.rule, f.tier) for f in result.findings] == [("invalid-syntax", STARTUP)]
 
 
 def test_root_that_is_not_a_directory(tmp_path: Path) -> None:

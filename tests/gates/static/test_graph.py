@@ -160,7 +160,7 @@ def test_render_chain_with_lazy_edge() -> None:
         119,
     )
     assert " → ".join(chain) == (
-        "main → agent_class_initialization (inside _register_auxiliary_agents)"
-        " → goals_triage_sub_agent:119"
+        "app.main → app.agent_class_initialization (inside _register_auxiliary_agents)"
+        " → app.agents.goals_triage_sub_agent:119"
     )
-    assert render_chain(["app/main.py"], modules, sites_of, 3) == ("main:3",)
+    assert render_chain(["app/main.py"], modules, sites_of, 3) == ("app.main:3",)

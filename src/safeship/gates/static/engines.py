@@ -24,6 +24,8 @@ from typing import Any
 __all__ = [
     "DEFAULT_TIMEOUT",
     "RUFF_RULES",
+    "SYNTAX_ERROR",
+    "TY_CONFIG",
     "TY_RULES",
     "Diagnostic",
     "EngineRun",
@@ -43,7 +45,12 @@ __all__ = [
 DEFAULT_TIMEOUT = float(os.environ.get("SAFESHIP_STATIC_TIMEOUT", "300"))
 RUFF_RULES = ("F821", "F822", "F823")
 TY_RULES = ("import-not-found", "missing-attribute")
-SYNTAX_ERROR = "syntax-error"
+SYNTAX_ERROR = "invalid-syntax"
+TY_CONFIG = """\
+# safeship's own ty configuration: the project's ty.toml or [tool.ty] never changes the rules.
+[analysis]
+respect-type-ignore-comments = false
+"""
 
 
 @dataclass(frozen=True)
@@ -113,17 +120,25 @@ def find_binary(name: str, override: str | os.PathLike[str] | None = None) -> st
 
 
 def target_version() -> str:
-    """The running interpreter as ruff's ``--target-version``: syntax newer than the Python
-    the service runs on is a real syntax error there. Clamped to what ruff knows."""
+    """The running interpreter as ruff's ``--target-version``, for callers that know no
+    project (the gate passes the project's own). Clamped to what ruff knows."""
     return f"py3{min(max(sys.version_info.minor, 7), 14)}"
 
 
 def ruff_command(
-    targets: Sequence[str], legacy: Mapping[str, str], exclude: Sequence[str] = ()
+    targets: Sequence[str],
+    legacy: Mapping[str, str],
+    exclude: Sequence[str] = (),
+    target: str | None = None,
 ) -> tuple[str, ...]:
+    """``target`` is ruff's ``--target-version`` (``py312``): the project's Python, so that
+    syntax valid there is never a finding. ``--isolated`` and ``--ignore-noqa``: the
+    project's configuration and ``# noqa`` comments never silence the gate (its baseline
+    does)."""
     rules = [*RUFF_RULES, "TID251"] if legacy else list(RUFF_RULES)
     argv = ["check", "--isolated", "--no-cache", "--exit-zero", "--output-format", "json"]
-    argv += ["--select", ",".join(rules), "--target-version", target_version()]
+    argv += ["--ignore-noqa", "--select", ",".join(rules)]
+    argv += ["--target-version", target or target_version()]
     for old, new in sorted(legacy.items()):
         key = f"lint.flake8-tidy-imports.banned-api.{json.dumps(old)}.msg"
         argv += ["--config", f"{key} = {json.dumps(f'use {new}')}"]
@@ -149,13 +164,23 @@ def ty_command(
     import_roots: Sequence[str],
     exclude: Sequence[str] = (),
     python: str | None = sys.prefix,
+    python_version: str | None = None,
+    config_file: str | None = None,
 ) -> tuple[str, ...]:
-    """``python`` is the environment third-party imports resolve in; None lets ty find the
-    project's own (``VIRTUAL_ENV``, ``.venv``)."""
+    """``python`` is the environment third-party imports resolve in (the project's; an empty
+    one when it has none); ``python_version`` the project's target (``3.12``).
+
+    ``config_file`` is safeship's own ty configuration (``TY_CONFIG``): given explicitly, ty
+    reads no ``ty.toml`` and no ``[tool.ty]``, so the project's overrides, excludes and
+    extra paths never change what the gate finds."""
     argv = ["check", "--output-format", "gitlab", "--no-progress", "--color", "never"]
     argv += ["--exit-zero", "--ignore", "all"]
+    if config_file:
+        argv += ["--config-file", config_file]
     if python:
         argv += ["--python", python]
+    if python_version:
+        argv += ["--python-version", python_version]
     for rule in TY_RULES:
         argv += ["--error", rule]
     # The checked tree's import roots are first-party, whatever project holds it.
@@ -272,7 +297,7 @@ _BACKTICKED = re.compile(r"`([^`]+)`")
 
 def parse_ruff(stdout: str, root: Path) -> list[Diagnostic]:
     """ruff's ``--output-format json``. Syntax errors (code null or ``invalid-syntax``) become
-    one ``syntax-error`` diagnostic per file: the first one is the one to fix."""
+    one ``invalid-syntax`` diagnostic per file: the first one is the one to fix."""
     items = json.loads(stdout or "[]")
     if not isinstance(items, list):
         raise ValueError("expected a JSON list")

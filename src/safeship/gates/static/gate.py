@@ -13,15 +13,17 @@ memory and make every garbage collection slower.
 
 from __future__ import annotations
 
+import itertools
 import os
-import sys
+import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...core.triage import Facts, Where, is_test_path, triage
+from ...core.triage import Decision, Facts, Runs, Where, is_test_path, triage
 from ...errors import GateError
 from ..baseline import (
     Baseline,
@@ -30,10 +32,13 @@ from ..baseline import (
     text_scope,
     write_baseline,
 )
-from ..model import Finding, GateResult, GateStatus, Tier
+from ..model import Finding, GateResult, GateStatus, Tier, number_duplicates
+from ..project_env import ProjectEnv, resolve_project_env
 from . import engines
 from .context import FileContext
 from .engines import Diagnostic, EngineRun, EngineSpec
+from .environment import Declared, declared_distributions, distribution_of, resolves_in
+from .execution import StartupGraph
 from .graph import (
     ImportGraph,
     Layout,
@@ -51,7 +56,14 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BASELINE", "StaticGate"]
 
 DEFAULT_BASELINE = "safeship-baseline.json"
-TIER_ORDER = (Tier.BREAKS_STARTUP, Tier.BREAKS_ON_CALL, Tier.WARNING, Tier.UNREACHABLE, Tier.NOISE)
+TIER_ORDER = (
+    Tier.BREAKS_STARTUP,
+    Tier.BREAKS_ON_CALL,
+    Tier.WARNING,
+    Tier.ENVIRONMENT,
+    Tier.UNREACHABLE,
+    Tier.NOISE,
+)
 # Rules whose name may live elsewhere in the project (a lost import, a moved definition).
 _HINTED_RULES = frozenset({"F821", "ty:import-not-found"})
 Key = tuple[str, int, str]
@@ -83,25 +95,40 @@ class StaticGate:
                 error=f"{ctx.root} is not a directory: pass the project's root directory",
             )
         try:
+            project = ctx.project_env or resolve_project_env(
+                ctx.root,
+                manifest_python=ctx.manifest.python,
+                manifest_python_version=ctx.manifest.python_version,
+                manifest_root=ctx.manifest.root,
+                environ={},
+            )
             layout = project_layout(ctx)
-            specs = self.specs(layout, dict(ctx.manifest.legacy))
-            result = _Run(ctx, layout).execute(specs, self._timeout)
+            with tempfile.TemporaryDirectory(prefix="safeship-static-") as work:
+                specs = self.specs(layout, dict(ctx.manifest.legacy), project, Path(work))
+                result = _Run(ctx, layout, project).execute(specs, self._timeout)
         except (OSError, ValueError, GateError) as exc:
             result = GateResult(self.name, GateStatus.ERROR, error=f"static gate failed: {exc}")
         result.duration = time.perf_counter() - started
         return result
 
-    def specs(self, layout: Layout, legacy: dict[str, str]) -> list[EngineSpec]:
-        """The three engine commands for ``layout``."""
+    def specs(
+        self, layout: Layout, legacy: dict[str, str], project: ProjectEnv, work: Path
+    ) -> list[EngineSpec]:
+        """The three engine commands for ``layout``, in the project's Python.
+
+        ``work`` is a scratch directory for safeship's own ty configuration and, when the
+        project has no environment, an empty one (third-party imports resolve nowhere,
+        rather than in safeship's own environment)."""
         roots = [str(layout.root / r) if r else str(layout.root) for r in layout.import_roots]
         ruff = engines.find_binary("ruff", self._ruff)
         ty = engines.find_binary("ty", self._ty)
         targets, exclude = layout.targets, layout.exclude
-        ruff_argv = engines.ruff_command(targets, legacy, exclude)
+        ruff_argv = engines.ruff_command(targets, legacy, exclude, project.ruff_target)
         graph_argv = engines.graph_command(targets, roots, exclude)
-        # The project's own environment, when it has one, knows its third-party packages.
-        own_env = (layout.root / ".venv").is_dir() or "VIRTUAL_ENV" in os.environ
-        ty_argv = engines.ty_command(targets, roots, exclude, None if own_env else sys.prefix)
+        config = work / "ty.toml"
+        config.write_text(engines.TY_CONFIG, encoding="utf-8")
+        python = str(project.prefix) if not project.isolated else str(_empty_env(work, project))
+        ty_argv = engines.ty_command(targets, roots, exclude, python, project.target, str(config))
         return [
             EngineSpec("ruff", "ruff", ruff, ruff_argv, engines.parse_ruff),
             EngineSpec("graph", "ruff", ruff, graph_argv, engines.parse_graph),
@@ -112,9 +139,13 @@ class StaticGate:
 class _Run:
     """One run of the gate over one project: engines, triage, hints, then the baseline."""
 
-    def __init__(self, ctx: CheckContext, layout: Layout) -> None:
+    def __init__(self, ctx: CheckContext, layout: Layout, project: ProjectEnv) -> None:
         self.ctx = ctx
         self.layout = layout
+        self.project = project
+        self.startup: StartupGraph | None = None
+        self._declared: Declared | None = None
+        self.missing: dict[str, list[tuple[Diagnostic, Decision]]] = {}
         self.legacy = dict(ctx.manifest.legacy)
         self.modules = ModuleMap(layout.import_roots)
         self.graph: ImportGraph | None = None
@@ -125,7 +156,7 @@ class _Run:
         self.index: dict[str, list[str]] | None = None
         self.errors: list[str] = []
         self.dropped = {"third_party": 0, "duplicates": 0}
-        self.summary: dict[str, Any] = {"dropped": self.dropped}
+        self.summary: dict[str, Any] = {"dropped": self.dropped, "python": project.as_dict()}
 
     def execute(self, specs: list[EngineSpec], timeout: float) -> GateResult:
         with engines.started_engines(specs, self.layout.root, timeout) as futures:
@@ -144,8 +175,9 @@ class _Run:
             )
         keys = {_key(f) for f in findings}
         findings += self._hinted(self._triage(self._select_ty(ty.diagnostics, keys)))
+        findings += self._environment()
         findings += self._legacy(ruff.diagnostics, findings)
-        findings = self._baseline(findings)
+        findings = self._baseline(number_duplicates(findings))
         findings.sort(key=lambda f: (TIER_ORDER.index(f.tier), f.path or "", f.line or 0))
         return self._result(findings)
 
@@ -156,10 +188,10 @@ class _Run:
         self.summary["modules"] = modules
         if not run.ok:
             modules["reachability"] = "unknown (no import graph): every module counts as reachable"
-            self.first_party = self.modules.top_level_names(self._walk_files())
+            self.first_party = self._first_party(self._walk_files())
             return
         self.graph = graph = ImportGraph(run.graph, self.modules)
-        self.first_party = self.modules.top_level_names(graph.files)
+        self.first_party = self._first_party(graph.files)
         found, missing = graph.resolve_entries(self.ctx.entries)
         modules["total"] = len(graph.files)
         if missing:
@@ -175,6 +207,49 @@ class _Run:
         self.reach = graph.reach(found)
         modules["reachable"] = len(self.reach.parents)
         modules["reachability"] = "complete"
+        entries = [e for e in self.ctx.entries if e not in missing]
+        self.startup = StartupGraph(
+            [p for p in graph.files if not is_test_path(p)],
+            self.modules,
+            entries,
+            _entry_attrs(self.ctx),
+            lambda p: _read(self.layout.root / p),
+        )
+
+    def _first_party(self, files: Iterable[str]) -> frozenset[str]:
+        """Top-level names the project's own code provides. A top-level folder without
+        ``__init__.py`` (a migrations folder named ``alembic/``) is a namespace portion:
+        it provides nothing when a distribution of that name is installed or declared,
+        as the import system prefers a regular package found anywhere on the path."""
+        names = set()
+        for path in files:
+            module = self.modules.module_of(path)
+            if not module:
+                continue
+            top = module.split(".")[0]
+            if (
+                "." not in module
+                or self._is_regular_package(path, top)
+                or not (
+                    resolves_in(top, self.project.site_packages)
+                    or self._declared_set().declares(top)
+                    or self._declared_set().declares(distribution_of(top, self._declared_set()))
+                )
+            ):
+                names.add(top)
+        return frozenset(names)
+
+    def _is_regular_package(self, path: str, top: str) -> bool:
+        for root in self.layout.import_roots:
+            base = self.layout.root / root / top if root else self.layout.root / top
+            if path.startswith(f"{root}/{top}/" if root else f"{top}/"):
+                return (base / "__init__.py").is_file() or (base / "__init__.pyi").is_file()
+        return True
+
+    def _declared_set(self) -> Declared:
+        if self._declared is None:
+            self._declared = declared_distributions(self.layout.root)
+        return self._declared
 
     def _walk_files(self) -> list[str]:
         from ..runner import python_files
@@ -189,23 +264,122 @@ class _Run:
     # -- selecting ty's findings ---------------------------------------------------------
 
     def _select_ty(self, diagnostics: list[Diagnostic], keys: set[Key]) -> list[Diagnostic]:
-        """ty's findings about first-party names that ruff did not already report."""
+        """ty's findings about first-party names that ruff did not already report; its
+        unresolved third-party imports are set aside for ``_environment``."""
         kept = []
+        search = self._search_paths()
         for diag in diagnostics:
             if _dkey(diag) in keys:
                 self.dropped["duplicates"] += 1
             elif diag.owner_kind == "class":
                 kept.append(diag)  # first-party or not is read from the file, in _triage
+            elif diag.owner_kind == "module" and resolves_in(f"{diag.owner}.{diag.symbol}", search):
+                # pkgutil.extend_path / namespace packages: the submodule is another
+                # directory's portion of the same package.
+                self.dropped["merged_namespace"] = self.dropped.get("merged_namespace", 0) + 1
+            elif diag.owner_kind == "import" and resolves_in(diag.owner or "", search):
+                self.dropped["merged_namespace"] = self.dropped.get("merged_namespace", 0) + 1
             elif diag.owner_kind in ("module", "import") and self._is_first_party(diag.owner):
                 kept.append(diag)
+            elif diag.owner_kind == "import" and diag.owner and not diag.owner.startswith("."):
+                top = diag.owner.split(".")[0]
+                self.missing.setdefault(top, []).append((diag, self._decide(diag)))
             else:
                 self.dropped["third_party"] += 1
         return kept
+
+    def _search_paths(self) -> list[Path]:
+        roots = [self.layout.root / r if r else self.layout.root for r in self.layout.import_roots]
+        return [*roots, *self.project.site_packages]
 
     def _is_first_party(self, dotted: str | None) -> bool:
         if dotted is None:
             return False
         return dotted.startswith(".") or dotted.split(".")[0] in self.first_party
+
+    def _decide(self, diag: Diagnostic) -> Decision:
+        """The tier an import site would get: where it runs decides what a missing
+        distribution breaks."""
+        text = _read(self.layout.root / diag.path)
+        reachable = self.reach.is_reachable(diag.path)
+        is_test = is_test_path(diag.path)
+        facts = Facts()
+        if text is not None and reachable and not is_test:
+            facts = FileContext.parse(diag.path, text).locate(diag.line, diag.column)
+        return self._decision(diag, facts, reachable, is_test)
+
+    # -- environment ---------------------------------------------------------------------
+
+    def _environment(self) -> list[Finding]:
+        """One ``environment`` finding per declared distribution that the environment
+        lacks; an undeclared one is a finding at each import site that can run."""
+        out: list[Finding] = []
+        declared = self._declared_set()
+        where = (
+            "the analysis has no project environment (pass --python)"
+            if self.project.isolated
+            else f"it is not installed in {self.project.prefix}"
+        )
+        by_distribution: dict[str, list[tuple[Diagnostic, Decision]]] = {}
+        for top, sites in sorted(self.missing.items()):
+            by_distribution.setdefault(distribution_of(top, declared), []).extend(sites)
+        for distribution, sites in by_distribution.items():
+            live = [(d, dec) for d, dec in sites if dec.tier in _LIVE_TIERS]
+            self.dropped["third_party"] += len(sites) - len(live)
+            if not live:
+                continue
+            is_declared = declared.declares(distribution)
+            if not is_declared and not self.project.isolated:
+                for diag, decision in live:
+                    out.append(self._undeclared(diag, decision, distribution))
+                continue
+            importers = sorted({self.modules.module_of(d.path) or d.path for d, _ in live})
+            first, _ = min(live, key=lambda s: (TIER_ORDER.index(s[1].tier), s[0].path))
+            said = (
+                f"declared in {', '.join(declared.sources)}"
+                if is_declared
+                else "not declared by the project (it may come with another dependency)"
+            )
+            shown = ", ".join(importers[:5]) + (" ..." if len(importers) > 5 else "")
+            out.append(
+                Finding(
+                    gate="static",
+                    rule="missing-distribution",
+                    message=(
+                        f"`{distribution}` cannot be resolved: {where}; imported by {shown} "
+                        f"({said})"
+                    ),
+                    tier=Tier.ENVIRONMENT,
+                    path=first.path,
+                    line=first.line,
+                    column=first.column,
+                    symbol=distribution,
+                    hint=(
+                        "install the project's dependencies in its environment and pass it "
+                        "with --python (or [tool.safeship] python)"
+                    ),
+                    blocking=Tier.ENVIRONMENT in self.ctx.block_tiers,
+                    extra={
+                        "distribution": distribution,
+                        "declared": is_declared,
+                        "importers": importers,
+                        "environment": None if self.project.isolated else str(self.project.prefix),
+                    },
+                )
+            )
+        return out
+
+    def _undeclared(self, diag: Diagnostic, decision: Decision, distribution: str) -> Finding:
+        at = "imported at startup" if decision.tier is Tier.BREAKS_STARTUP else "imported"
+        message = (
+            f"`{diag.owner}` is {at} but not a declared dependency, and not installed in "
+            f"{self.project.prefix} ({decision.reason})"
+        )
+        finding = self._finding(
+            replace(diag, rule="undeclared-dependency", message=message), decision
+        )
+        hint = f"declare `{distribution}` in the project's dependencies (pyproject.toml)"
+        return replace(finding, message=message, hint=hint)
 
     def _legacy(self, diagnostics: list[Diagnostic], findings: list[Finding]) -> list[Finding]:
         """ruff's TID251 legacy references, merged into a finding on the same name if any."""
@@ -232,7 +406,6 @@ class _Run:
         out: list[Finding] = []
         for path, diags in by_path.items():
             text = _read(self.layout.root / path)
-            lines = text.splitlines() if text is not None else []
             reachable = self.reach.is_reachable(path)
             is_test = is_test_path(path)
             # Tests and modules nobody imports are decided without their AST.
@@ -247,23 +420,62 @@ class _Run:
                         self.dropped["third_party"] += 1
                         continue
                 facts = context.locate(diag.line, diag.column) if context else Facts()
-                out.append(self._finding(diag, facts, lines, reachable, is_test))
+                decision = self._decision(diag, facts, reachable, is_test)
+                out.append(self._finding(diag, decision))
         return out
 
-    def _finding(
-        self, diag: Diagnostic, facts: Facts, lines: list[str], reachable: bool, is_test: bool
-    ) -> Finding:
+    def _decision(self, diag: Diagnostic, facts: Facts, reachable: bool, is_test: bool) -> Decision:
         if diag.rule == engines.SYNTAX_ERROR:
             facts = replace(facts, syntax_error=True, where=Where.MODULE, in_function=False)
         elif diag.rule == "TID251":
             facts = replace(facts, legacy_reference=True)
         elif diag.owner_kind in ("module", "import") and self._dynamic(diag.owner or ""):
             facts = replace(facts, target_dynamic=True)
-        decision = triage(facts, reachable=reachable, is_test=is_test)
+        kwargs: dict[str, Any] = {}
+        graph = self.startup
+        if graph is not None and reachable and not is_test:
+            at_startup = graph.module_runs_at_startup(diag.path)
+            kwargs["module_runs"] = Runs.AT_STARTUP if at_startup else Runs.ON_CALL
+            if not at_startup:
+                kwargs["module_via"] = self._lazy_via(diag.path)
+            unit = None
+            if facts.in_function and not (facts.function or "").endswith("<lambda>"):
+                unit = graph.function_at(diag.path, diag.line)
+                if unit is not None and graph.runs_at_startup(unit):
+                    kwargs["function_runs"] = Runs.AT_STARTUP
+                    kwargs["function_via"] = " → ".join(graph.chain(unit, diag.line)[:-1])
+                else:
+                    kwargs["function_runs"] = Runs.ON_CALL
+            if not at_startup or kwargs.get("function_runs") is Runs.ON_CALL:
+                kwargs["may_break_startup"] = graph.may_run_at_startup(unit)
+        return triage(
+            facts,
+            reachable=reachable,
+            is_test=is_test,
+            target=self.project.target_version,
+            **kwargs,
+        )
+
+    def _lazy_via(self, path: str) -> str:
+        """``(imported inside `shop.api.read_item`)``: where the import chain turns lazy."""
+        files = self.reach.chain(path)
+        for parent, child in itertools.pairwise(files):
+            target = self.modules.module_of(child)
+            scope = self._sites(parent).get(target) if target else None
+            if scope:
+                module = self.modules.module_of(parent) or parent
+                return f"(inside `{module}.{scope}`)"
+        return "(not by the code that runs at startup)"
+
+    def _finding(self, diag: Diagnostic, decision: Decision) -> Finding:
         chain: tuple[str, ...] = ()
         if self.reach.complete and decision.tier in (Tier.BREAKS_STARTUP, Tier.BREAKS_ON_CALL):
-            chain = render_chain(self.reach.chain(diag.path), self.modules, self._sites, diag.line)
+            chain = self._chain(diag, decision)
+        lines = (_read(self.layout.root / diag.path) or "").splitlines()
         source = lines[diag.line - 1].rstrip() if 0 < diag.line <= len(lines) else None
+        extra: dict[str, Any] = {"engine": diag.engine, "reason": decision.reason}
+        if decision.may_break_startup:
+            extra["may_break_startup"] = decision.may_break_startup
         return Finding(
             gate="static",
             rule=diag.rule,
@@ -278,8 +490,26 @@ class _Run:
             symbol=diag.symbol,
             scope=text_scope(lines, diag.line),
             blocking=decision.tier in self.ctx.block_tiers,
-            extra={"engine": diag.engine, "reason": decision.reason},
+            extra=extra,
         )
+
+    def _chain(self, diag: Diagnostic, decision: Decision) -> tuple[str, ...]:
+        """Calls and imports from an entry to the finding, full dotted names and lines,
+        ending with the error that would be raised."""
+        error = _error_of(diag)
+        graph = self.startup
+        if graph is not None and decision.tier is Tier.BREAKS_STARTUP:
+            module = self.modules.module_of(diag.path) or diag.path
+            unit = (
+                graph.function_at(diag.path, diag.line)
+                if decision.reason.find("runs at startup") >= 0
+                else None
+            )
+            target = unit or module
+            if graph.runs_at_startup(target):
+                return (*graph.chain(target, diag.line), error)
+        files = self.reach.chain(diag.path)
+        return (*render_chain(files, self.modules, self._sites, diag.line), error)
 
     def _sites(self, path: str) -> dict[str, str | None]:
         if path not in self.sites:
@@ -377,6 +607,43 @@ class _Run:
             status = GateStatus.PASSED
         error = "; ".join(self.errors) or None
         return GateResult("static", status, findings, error=error, summary=self.summary)
+
+
+def _empty_env(work: Path, project: ProjectEnv) -> Path:
+    """A venv with nothing installed: where ty resolves third-party imports when the project
+    has no environment (never safeship's own, whose packages are not the project's)."""
+    major, minor = project.target_version
+    env = work / "empty-env"
+    (env / "lib" / f"python{major}.{minor}" / "site-packages").mkdir(parents=True)
+    (env / "pyvenv.cfg").write_text(
+        f"home = {Path(project.interpreter).parent}\ninclude-system-site-packages = false\n"
+        f"version = {major}.{minor}.0\n",
+        encoding="utf-8",
+    )
+    return env
+
+
+_LIVE_TIERS = frozenset({Tier.BREAKS_STARTUP, Tier.BREAKS_ON_CALL, Tier.UNREACHABLE})
+
+
+def _entry_attrs(ctx: CheckContext) -> list[str]:
+    """``module.attr`` of the app's factory or object (``service.app``, ``--entry m:a``)."""
+    specs = [ctx.manifest.service.app or "", *getattr(ctx, "entry_specs", ())]
+    return [spec.replace(":", ".") for spec in specs if spec.count(":") == 1]
+
+
+def _error_of(diag: Diagnostic) -> str:
+    if diag.rule == engines.SYNTAX_ERROR:
+        return "SyntaxError"
+    if diag.rule in ("F821", "F822"):
+        return f"NameError: {diag.symbol}"
+    if diag.rule == "F823":
+        return f"UnboundLocalError: {diag.symbol}"
+    if diag.owner_kind == "import" or diag.rule == "undeclared-dependency":
+        return f"ModuleNotFoundError: {diag.owner or diag.symbol}"
+    if diag.owner_kind == "module" and diag.rule == "ty:import-not-found":
+        return f"ImportError: cannot import {diag.symbol} from {diag.owner}"
+    return f"AttributeError: {diag.symbol}"
 
 
 def _key(finding: Finding) -> Key:

@@ -292,25 +292,20 @@ def _absolute(module: str | None, level: int, package: str) -> str | None:
     return ".".join(base)
 
 
-def short_name(module: str | None, path: str) -> str:
-    if module:
-        return module.rpartition(".")[2]
-    return PurePosixPath(path).stem
-
-
 def render_chain(
     files: Sequence[str],
     modules: ModuleMap,
     sites_of: Callable[[str], Mapping[str, str | None]],
     line: int | None,
 ) -> tuple[str, ...]:
-    """``("main", "agent_init (inside _register)", "goals_agent:119")`` for a chain of files.
+    """``("app.main", "app.init (inside _register)", "app.agents.goals:119")`` for a chain
+    of files, full dotted names.
 
     An element says ``(inside F)`` when the next module is imported inside its function ``F``.
     """
     out = []
     for i, path in enumerate(files):
-        name = short_name(modules.module_of(path), path)
+        name = modules.module_of(path) or path
         if i + 1 < len(files):
             target = modules.module_of(files[i + 1])
             scope = sites_of(path).get(target) if target else None

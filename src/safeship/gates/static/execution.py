@@ -1,0 +1,224 @@
+"""What runs when the app is imported and started, for the static gate's triage.
+
+Modules are parsed lazily, as ``core.triage.startup_reach`` walks the startup call graph
+from the entry modules: a module nothing at startup imports is never parsed here. The walk
+answers, for a finding, whether its module body runs at startup, whether its function is
+called at startup (transitively: ``app = create_app()``, a settings factory, a lifespan
+hook), the chain of calls and imports that gets there, and -- when the graph cannot be
+resolved statically -- why it may still run at startup.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+from ...core.triage import Edge, Step, startup_reach
+from .graph import ModuleMap
+from .startup import Dynamic, ModuleUnits, read_units
+
+__all__ = ["StartupGraph"]
+
+
+class StartupGraph:
+    """The startup call graph of one project.
+
+    Args:
+        files: the project's first-party files (project-relative POSIX paths).
+        modules: their module names.
+        entries: the entry modules; ``entry_attrs`` the ``module.attr`` of app factories
+            (``uvicorn --factory``): called at startup when they are functions.
+        read: the text of a file, None when unreadable.
+    """
+
+    def __init__(
+        self,
+        files: Iterable[str],
+        modules: ModuleMap,
+        entries: Sequence[str],
+        entry_attrs: Sequence[str],
+        read: Callable[[str], str | None],
+    ) -> None:
+        self.modules = modules
+        self.read = read
+        self.paths: dict[str, str] = {}
+        for path in sorted(files):
+            module = modules.module_of(path)
+            if module and module not in self.paths:
+                self.paths[module] = path
+        self.units: dict[str, ModuleUnits] = {}
+        self.edges = _LazyEdges(self)
+        self.aliases = _LazyAliases(self)
+        self.entries = list(entries)
+        self.entry_attrs = list(entry_attrs)
+        self._reach: dict[str, Step] | None = None
+        self._dynamic: dict[str | None, tuple[str, Dynamic]] | None = None
+
+    # -- loading --------------------------------------------------------------------------
+
+    def load(self, module: str) -> ModuleUnits | None:
+        if module not in self.paths:
+            return None
+        if module not in self.units:
+            path = self.paths[module]
+            text = self.read(path) or ""
+            try:
+                tree = ast.parse(text, filename=path)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                self.units[module] = ModuleUnits(module, edges={module: []})
+            else:
+                is_package = path.endswith("__init__.py") or path.endswith("__init__.pyi")
+                self.units[module] = read_units(module, is_package, tree, text.splitlines())
+        return self.units[module]
+
+    def owner(self, name: str) -> str | None:
+        """The longest module that is a prefix of ``name`` (``name`` itself included)."""
+        head = name
+        while head:
+            if head in self.paths:
+                return head
+            head = head.rpartition(".")[0]
+        return None
+
+    # -- the walk -------------------------------------------------------------------------
+
+    @property
+    def reach(self) -> dict[str, Step]:
+        if self._reach is None:
+            roots: list[str] = []
+            for entry in self.entries:
+                parts = entry.split(".")
+                roots += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            roots += self.entry_attrs
+            self._reach = startup_reach(self.edges, self.aliases, roots, self.paths.keys())
+        return self._reach
+
+    def module_runs_at_startup(self, path: str) -> bool:
+        module = self.modules.module_of(path)
+        return module is not None and module in self.reach
+
+    def function_at(self, path: str, line: int) -> str | None:
+        module = self.modules.module_of(path)
+        units = self.load(module) if module else None
+        return units.function_at(line) if units else None
+
+    def runs_at_startup(self, unit: str) -> bool:
+        return unit in self.reach
+
+    def chain(self, unit: str, line: int) -> tuple[str, ...]:
+        """``("shop.main:40 app = create_app()", "shop.factory.create_app:12")``."""
+        out: list[str] = []
+        current: str | None = unit
+        seen: set[str] = set()
+        while current is not None and current not in seen:
+            seen.add(current)
+            step = self.reach.get(current)
+            if step is None or step.parent is None or step.edge is None:
+                break
+            out.append(_element(step.parent, step.edge))
+            current = step.parent
+        out.reverse()
+        out.append(f"{unit}:{line}")
+        return tuple(out)
+
+    def may_run_at_startup(self, unit: str | None) -> str | None:
+        """Why code that the walk did not reach may still run at startup, or None.
+
+        A method may be called through dynamic dispatch (``obj.setup()`` on an object whose
+        type is unknown); anything may run through a computed ``getattr``/``import_module``.
+        """
+        sites = self._dynamic_sites()
+        if unit is not None and self._is_method(unit):
+            name = unit.rpartition(".")[2]
+            if name in sites:
+                where, site = sites[name]
+                return (
+                    f"may break startup: {where}:{site.line} `{site.text}` calls `.{name}()` "
+                    "at startup on an object whose type is not known statically"
+                )
+        if None in sites:
+            where, site = sites[None]
+            return (
+                f"may break startup: {where}:{site.line} `{site.text}` calls or imports a "
+                "name computed at run time, which the call graph cannot follow"
+            )
+        return None
+
+    def _is_method(self, unit: str) -> bool:
+        parent = unit.rpartition(".")[0]
+        module = self.owner(unit)
+        units = self.load(module) if module else None
+        return bool(units) and parent not in self.paths and parent not in units.functions  # type: ignore[union-attr]
+
+    def _dynamic_sites(self) -> dict[str | None, tuple[str, Dynamic]]:
+        if self._dynamic is None:
+            found: dict[str | None, tuple[str, Dynamic]] = {}
+            for unit in self.reach:
+                module = self.owner(unit)
+                units = self.units.get(module) if module else None
+                for site in units.dynamic.get(unit, ()) if units else ():
+                    found.setdefault(site.attribute, (unit, site))
+            self._dynamic = found
+        return self._dynamic
+
+
+def _element(unit: str, edge: Edge) -> str:
+    return f"{unit}:{edge.line} {edge.text}" if edge.text else f"{unit}:{edge.line}"
+
+
+class _LazyEdges(Mapping[str, list[Edge]]):
+    """Unit -> edges, parsing the unit's module the first time it is asked for."""
+
+    def __init__(self, graph: StartupGraph) -> None:
+        self.graph = graph
+
+    def _find(self, name: str) -> list[Edge] | None:
+        module = self.graph.owner(name)
+        units = self.graph.load(module) if module else None
+        return units.edges.get(name) if units else None
+
+    def __getitem__(self, name: str) -> list[Edge]:
+        found = self._find(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for units in list(self.graph.units.values()):
+            yield from units.edges
+
+    def __len__(self) -> int:
+        return sum(len(u.edges) for u in self.graph.units.values())
+
+
+class _LazyAliases(Mapping[str, str]):
+    """``module.name`` -> what the import binding ``name`` in ``module`` refers to."""
+
+    def __init__(self, graph: StartupGraph) -> None:
+        self.graph = graph
+
+    def _find(self, name: str) -> str | None:
+        module = name.rpartition(".")[0]
+        if module not in self.graph.paths:
+            return None
+        units = self.graph.load(module)
+        return units.aliases.get(name) if units else None
+
+    def __getitem__(self, name: str) -> str:
+        found = self._find(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for units in list(self.graph.units.values()):
+            yield from units.aliases
+
+    def __len__(self) -> int:
+        return sum(len(u.aliases) for u in self.graph.units.values())
