@@ -243,10 +243,19 @@ class TokenVerifier:
             value = claims.get(name)
             if name in claims and not _is_number(value):
                 raise TokenError(
-                    "malformed", f"claim {name!r} must be a number of seconds since the epoch"
+                    "malformed",
+                    f"claim {name!r} must be a number of seconds since the epoch "
+                    f"(finite, at most 2**53 in size)",
                 )
-        if "sub" in claims and not isinstance(claims["sub"], str):
-            raise TokenError("malformed", "claim 'sub' must be a string")
+        if "sub" in claims:
+            sub = claims["sub"]
+            # An empty subject would share no per-user limit with anyone (it bypassed it);
+            # a huge one would be kept per connection and logged.
+            if not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUBJECT_CHARS:
+                raise TokenError(
+                    "malformed",
+                    f"claim 'sub' must be a string of 1 to {MAX_SUBJECT_CHARS} characters",
+                )
         leeway = settings.leeway
         if "exp" in claims and now >= claims["exp"] + leeway:
             raise TokenError(
@@ -329,8 +338,19 @@ def _base64url(segment: str) -> bytes:
     return decoded
 
 
+# NumericDate bound: 2**53 s is far past any real expiry, and keeps every comparison and
+# subtraction with a float ``now`` exact and free of OverflowError (int 10**400 cannot be
+# converted to float; math.isfinite() raises on it).
+_MAX_NUMERIC_DATE = 2**53
+MAX_SUBJECT_CHARS = 256
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, int):
+        return -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE
+    return math.isfinite(value) and abs(value) <= _MAX_NUMERIC_DATE
 
 
 def _short(value: Any) -> str:
