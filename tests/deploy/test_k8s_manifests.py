@@ -46,9 +46,9 @@ def test_services_select_one_revision_or_nothing():
     assert stable["spec"]["selector"] == {"app": "agent", "revision": ""}  # matches no pod
 
 
-def test_the_budget_allows_no_voluntary_disruption():
+def test_the_budget_evicts_one_pod_at_a_time():
     pdb = m.pod_disruption_budget(W)
-    assert pdb["spec"] == {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "agent"}}}
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "agent"}}}
 
 
 def test_backend_refs_carry_the_percent_of_new_requests():
@@ -116,3 +116,12 @@ def test_a_switch_is_confirmed_only_when_the_slices_list_only_the_new_pods():
     assert not ok and "old-1" in words
     assert not m.endpoints_only([{"endpoints": [endpoint("new-1", ready=False)]}], ["new-1"])[0]
     assert not m.endpoints_only([], ["new-1"])[0]
+
+
+def test_standalone_objects_select_the_app_without_revisions():
+    deployment, svc, pdb = m.standalone(W)
+    assert deployment["metadata"]["name"] == svc["metadata"]["name"] == "agent"
+    assert deployment["spec"]["selector"] == {"matchLabels": {"app": "agent"}}
+    assert svc["spec"]["selector"] == {"app": "agent"}
+    assert pdb["kind"] == "PodDisruptionBudget"
+    assert all(e["name"] != "SAFESHIP_REVISION" for e in container(deployment)["env"])

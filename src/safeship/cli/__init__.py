@@ -61,6 +61,7 @@ _COMMAND_MODULES = (
     "token",
     "monitor",
     "cloudrun",
+    "k8s",
 )
 
 for _name in _COMMAND_MODULES:

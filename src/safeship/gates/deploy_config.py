@@ -219,7 +219,7 @@ class DeployConfigGate:
         if importlib.util.find_spec(f"{__package__}.deploy_config_k8s") is not None:
             k8s = importlib.import_module(f"{__package__}.deploy_config_k8s")
             findings += k8s.check(ctx)
-            summary["checked"].append("kubernetes")
+            summary["checked"] += manifest.deploy.kubernetes.manifests
         return result_from_findings(self.name, findings, summary)
 
 

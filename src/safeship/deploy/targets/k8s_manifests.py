@@ -37,6 +37,7 @@ __all__ = [
     "revision_number",
     "revision_status",
     "service",
+    "standalone",
     "start_failure",
 ]
 
@@ -106,13 +107,15 @@ def _probe(workload: Workload, path: str, period: int, failures: int) -> dict[st
 
 
 def deployment(
-    workload: Workload, revision: str, *, created: float | None = None
+    workload: Workload, revision: str | None, *, created: float | None = None
 ) -> dict[str, Any]:
-    """The Deployment ``SVC-rN``: labels ``app=SVC, revision=rN``, one container."""
-    name = f"{workload.service}-{revision}"
+    """The Deployment ``SVC-rN`` (labels ``app=SVC, revision=rN``), one container; with no
+    revision, the Deployment ``SVC`` for teams that roll out with their own tools."""
+    name = f"{workload.service}-{revision}" if revision else workload.service
     labels = _labels(workload, revision)
     env = [{"name": k, "value": v} for k, v in sorted(workload.env.items())]
-    env.append({"name": "SAFESHIP_REVISION", "value": revision})
+    if revision:
+        env.append({"name": "SAFESHIP_REVISION", "value": revision})
     container: dict[str, Any] = {
         "name": "service",
         "image": workload.image,
@@ -141,7 +144,7 @@ def deployment(
         },
         "spec": {
             "replicas": workload.replicas,
-            "selector": {"matchLabels": {LABEL_APP: workload.service, LABEL_REVISION: revision}},
+            "selector": {"matchLabels": {k: v for k, v in labels.items() if k != MANAGED_BY}},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
@@ -177,13 +180,22 @@ def service(workload: Workload, revision: str | None, *, name: str | None = None
 
 
 def pod_disruption_budget(workload: Workload) -> dict[str, Any]:
-    """Voluntary evictions (node drains) never take a serving pod down unannounced."""
+    """Voluntary evictions (node drains) take one pod at a time, each through its preStop
+    and drain. Not 0: a budget that allows no eviction blocks every node drain."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": {"name": workload.service, "namespace": workload.namespace},
-        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {LABEL_APP: workload.service}}},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL_APP: workload.service}}},
     }
+
+
+def standalone(workload: Workload) -> list[dict[str, Any]]:
+    """What ``safeship k8s render`` prints: the Deployment, Service and PodDisruptionBudget
+    ``SVC``, for teams that apply manifests themselves (kubectl, Argo CD, Argo Rollouts)."""
+    stable = service(workload, None, name=workload.service)
+    stable["spec"]["selector"] = {LABEL_APP: workload.service}  # every pod of the app
+    return [deployment(workload, None), stable, pod_disruption_budget(workload)]
 
 
 def backend_refs(
