@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .core.handshake import normalize_origin
 from .errors import ConfigError
 
 __all__ = [
@@ -101,9 +102,25 @@ class AuthConfig(_Model):
     audience: str | None = None
     leeway_seconds: float = Field(default=30.0, ge=0)
     cookie: str | None = None
+    allowed_origins: list[str] | None = None
+    """Origins (``https://app.example.com``) whose pages may open a WebSocket that
+    authenticates with the cookie or a ticket; any other Origin is refused with 403/4403
+    (cross-site WebSocket hijacking). Required with ``cookie`` in critical environments."""
     max_token_bytes: int = Field(default=8192, gt=0)
     expiry_grace_seconds: float | None = Field(default=None, ge=0)
     """How long past ``exp`` a connection may stay open; defaults to the leeway."""
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for origin in value:
+            if origin == "*" or ("://" not in origin and origin != "null"):
+                raise ValueError(
+                    "each allowed origin is scheme://host[:port], e.g. 'https://app.example.com'"
+                )
+        return [normalize_origin(o) for o in value]
 
     @field_validator("algorithms")
     @classmethod

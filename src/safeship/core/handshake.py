@@ -23,6 +23,8 @@ __all__ = [
     "decide",
     "denial_form",
     "expiry_deadline",
+    "normalize_origin",
+    "origin_allowed",
     "readiness_with_checks",
 ]
 
@@ -143,3 +145,17 @@ def readiness_with_checks(startup: Readiness, required_checks_ok: bool) -> Readi
     if startup is Readiness.READY and not required_checks_ok:
         return Readiness.STARTING
     return startup
+
+
+def normalize_origin(origin: str) -> str:
+    """An ``Origin`` as compared: lower case, no trailing slash."""
+    return origin.strip().rstrip("/").lower()
+
+
+def origin_allowed(origin: str | None, allowed: frozenset[str] | None) -> bool:
+    """Whether a handshake authenticated by ambient credentials (a cookie, a ticket) may
+    proceed. ``allowed`` None: no list configured, every origin passes. No ``Origin`` header:
+    not a browser, which is what cross-site hijacking needs (browsers always send one)."""
+    if allowed is None or origin is None:
+        return True
+    return normalize_origin(origin) in allowed

@@ -31,6 +31,8 @@ from ..core.handshake import (
     decide,
     denial_form,
     expiry_deadline,
+    normalize_origin,
+    origin_allowed,
 )
 from ..errors import TokenError
 from ..tokens import (
@@ -91,6 +93,8 @@ class WebSocketGuard:
             server supports the ``websocket.http.response`` extension; ``"browser"`` accepts then
             closes with 4401/4403/4429/1013/1012, which browsers can read; ``"auto"`` uses the
             browser form when the request carries an ``Origin`` header.
+        allowed_origins: origins whose pages may authenticate with the cookie or a ticket;
+            any other ``Origin`` gets 403/4403. ``None``: not checked.
         authorize: optional hook ``(claims, scope) -> reason | None``; a reason means 403.
         max_message_bytes: larger client messages close the connection with 1009.
         expiry_grace: seconds past ``exp`` before closing with 4401; default: the verifier's leeway.
@@ -107,6 +111,7 @@ class WebSocketGuard:
         mode: DenialMode = "auto",
         cookie: str | None = None,
         tickets: TicketStore | None = None,
+        allowed_origins: Sequence[str] | None = None,
         subprotocols: Sequence[str] = (),
         authorize: Authorize | None = None,
         limits: Limits = Limits(),
@@ -125,6 +130,11 @@ class WebSocketGuard:
         self.mode = mode
         self.cookie = cookie
         self.tickets = tickets
+        self.allowed_origins = (
+            frozenset(normalize_origin(o) for o in allowed_origins)
+            if allowed_origins is not None
+            else None
+        )
         self.subprotocols = tuple(subprotocols)
         self.authorize = authorize
         self.limits = limits
@@ -179,6 +189,15 @@ class WebSocketGuard:
             claims = verifier.verify(found.token, now=self.clock())
         except TokenError as exc:
             return AuthOutcome(failure=exc.kind, detail=exc.message)
+        if found.source in ("cookie", "ticket") and not origin_allowed(
+            _origin(scope), self.allowed_origins
+        ):
+            # A browser sends the cookie with a handshake any page opens (cross-site
+            # WebSocket hijacking): only the listed origins may use it.
+            return AuthOutcome(
+                claims=claims,
+                forbidden=f"origin not allowed for {found.source} auth: see [auth] allowed_origins",
+            )
         if self.authorize is not None:
             reason = self.authorize(claims, scope)
             if inspect.isawaitable(reason):
@@ -437,6 +456,13 @@ class _Channel:
         if self.accepted and not self.closed:
             await self.downstream({"type": "websocket.send", "text": json.dumps(reply)})
         return True
+
+
+def _origin(scope: Scope) -> str | None:
+    for name, value in scope.get("headers") or ():
+        if bytes(name).lower() == b"origin":
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def _too_big(message: Message, limit: int) -> bool:

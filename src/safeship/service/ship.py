@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 
 from ..config import Manifest, current_env, load_manifest
 from ..core.handshake import Limits
+from ..errors import SecretError
 from ..secrets import (
     ResolvedSecret,
     default_sources,
@@ -142,6 +143,14 @@ class Safeship:
                 variable tried.
         """
         base = self.manifest.auth.secret
+        if self.critical and self.manifest.auth.cookie and not self.manifest.auth.allowed_origins:
+            raise SecretError(
+                f"cookie auth ([auth] cookie = {self.manifest.auth.cookie!r}) without "
+                "[auth] allowed_origins in the critical environment "
+                f"{self.env!r}: any page could open a WebSocket as the user",
+                hint="set [auth] allowed_origins to the origins of your pages, "
+                'e.g. ["https://app.example.com"]',
+            )
         config = self.manifest.secret_config(base)
         secret = resolve_secret(
             base,
@@ -200,6 +209,7 @@ class Safeship:
             "connections": self.startup.connections,
             "cookie": self.manifest.auth.cookie,
             "tickets": self.tickets,
+            "allowed_origins": self.manifest.auth.allowed_origins,
             "expiry_grace": self.manifest.auth.expiry_grace_seconds,
             "metrics": self.metrics,
             **self._guard_options,
