@@ -68,7 +68,7 @@ class Project:
         """``safeship deploy --json`` in its own process. Returns its record, and when (by
         ``time.monotonic()``, polled every 5 ms from the state store) each step ended."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "from safeship.cli import _entry; _entry()",
+            sys.executable, "-m", "safeship",
             "deploy", "--env", "test", "--skip", "static", "--skip", "legacy", "--json",
             cwd=self.root, env=self.env(**env),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -11,6 +11,10 @@ resuming when drained (the reference backend and ``AgentClient``).
   rollback being complete (every new connection served by the previous revision), failed
   connections <= RATE x 3 s, 0 events lost by resumed users.
 
+- Scenario 3: the revision of scenario 2, deployed with canary steps ``[10, 100]``: it goes bad
+  while it has 10 % of new connections, and is judged on its own traffic. Goal: failed
+  connections <= 10 % of scenario 2's (the full switch, same load, same run).
+
 Next to these, what Flagger's defaults (interval x threshold = 60 s to detect) and Kubernetes
 probes (period x failureThreshold = 30 s to detect, and no rollback) would let through at the
 same load: RATE x detection time.
@@ -50,6 +54,7 @@ def _deploy_settings() -> dict[str, float | int]:
         "failure_threshold": 3,
         "drain_seconds": 5,
         "probe_timeout": 3,
+        "steps": [100],  # scenario 3 sets [10, 100]
     }
 
 
@@ -61,7 +66,8 @@ def _mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-async def _scenario(project: Project, args: argparse.Namespace, *, bad: bool) -> None:
+async def _scenario(project: Project, args: argparse.Namespace, *, bad: bool) -> int:
+    """Runs one deploy under load, prints its figures; returns the failed connections."""
     load = Load(project.ws_url, project.secret, rate=args.rate, steps=24, delay=0.5)
     await load.start()
     await asyncio.sleep(3.0)  # users on the serving revision, mid-stream when it is drained
@@ -88,7 +94,7 @@ async def _scenario(project: Project, args: argparse.Namespace, *, bad: bool) ->
         _line("users connected without a failure", f"{success:.2f} %", "goal 100 %")
         _line("events lost by drained-and-resumed users", str(stats.lost), f"goal 0  {lost_ok}")
         _line("runs that did not complete", str(result.runs_unfinished), "goal 0")
-        return
+        return failed
     done_at = ended.get(f"{seq}:rollback")
     first = result.first_failure_at
     to_rollback = (done_at - first) if done_at is not None and first is not None else None
@@ -107,9 +113,11 @@ async def _scenario(project: Project, args: argparse.Namespace, *, bad: bool) ->
         f"{record.get('time_to_rollback_s') or 0:.2f} s",
     )
     _line(
-        "  (when the watch saw the fault, after the switch)",
-        f"{record.get('detection_after_switch_s') or 0:.2f} s",
+        "  (when the watch saw the fault, after the new revision got traffic)",
+        f"{record.get('detection_after_traffic_s') or 0:.2f} s",
     )
+    if record.get("canary_steps"):
+        _line("  (canary steps reached before the rollback)", f"{record['canary_steps']} %")
     _line(
         "failed client connections (new connections)",
         str(failed),
@@ -139,6 +147,7 @@ async def _scenario(project: Project, args: argparse.Namespace, *, bad: bool) ->
         f"{args.rate * KUBERNETES_DETECT_S:.0f}",
         "then no rollback: every later connection fails",
     )
+    return result.failed_connections
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -158,7 +167,19 @@ async def _main(args: argparse.Namespace) -> None:
                 f"\nScenario 2: a revision that closes every connection with 1011 "
                 f"{args.fault_after:g} s after the switch, under {args.rate:g} connects/s"
             )
-            await _scenario(project, args, bad=True)
+            full = await _scenario(project, args, bad=True)
+            project.configure(steps=[10, 100])
+            print(
+                f"\nScenario 3: the same revision, deployed with canary steps [10, 100]: it goes "
+                f"bad at the 10 % step, under {args.rate:g} connects/s"
+            )
+            step = await _scenario(project, args, bad=True)
+            project.configure(steps=[100])
+            ratio = step / full if full else float("nan")
+            print("\n  failed connections (new and open), same load:")
+            _line("  full switch (scenario 2)", str(full))
+            _line("  at a 10 % canary step (scenario 3)", str(step))
+            _line("  ratio", f"{100 * ratio:.1f} %", f"goal <= 10 %  {_mark(ratio <= 0.10)}")
             print(f"\n(total {time.monotonic() - started:.0f}s)")
         finally:
             await project.down()

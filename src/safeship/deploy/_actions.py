@@ -302,9 +302,11 @@ class Executor:
         if action.after > 0:
             await self.sleep(action.after)
         assert self.candidate is not None and self.prober is not None
-        outcome = await self.prober.websocket(self.candidate.url)
+        # Concurrently: reading the counters must not slow the probe's cadence (detection).
+        outcome, (new, old) = await asyncio.gather(
+            self.prober.websocket(self.candidate.url), self._counts()
+        )
         comparison = None
-        new, old = await self._counts()
         base_new, base_old = self._baseline
         if new is not None and old is not None and base_new is not None and base_old is not None:
             comparison = compare(new.since(base_new), old.since(base_old))
