@@ -60,6 +60,7 @@ _COMMAND_MODULES = (
     "secrets",
     "token",
     "monitor",
+    "diagnose",
     "cloudrun",
     "k8s",
 )

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Chain", "Facts", "Link", "ProbeFact", "RevisionFact", "explain"]
+__all__ = ["Chain", "Facts", "Link", "ProbeFact", "RevisionFact", "error_id", "explain"]
 
 
 @dataclass(frozen=True)
@@ -279,13 +279,13 @@ def _internal(facts: Facts, probe: ProbeFact) -> _Result:
     found = _startup_links(facts)
     if found is not None:
         return found
-    error_id = _error_id(probe.reason or probe.detail)
-    logged = facts.error_lines.get(error_id) if error_id else None
+    found_id = error_id(probe.reason or probe.detail)
+    logged = facts.error_lines.get(found_id) if found_id else None
     name = _revision_name(facts)
     if logged:
         where = logged.get("where")
         links = [
-            Link(f"{name} logged error id {error_id}: {logged.get('line')}", "log"),
+            Link(f"{name} logged error id {found_id}: {logged.get('line')}", "log"),
             Link(
                 f"{logged.get('exception') or 'an exception'}" + (f" at {where}" if where else ""),
                 "log",
@@ -307,7 +307,7 @@ def _internal(facts: Facts, probe: ProbeFact) -> _Result:
     )
 
 
-def _error_id(text: str) -> str | None:
+def error_id(text: str) -> str | None:
     """The error id a 1011's reason carries (``... id e-1234``)."""
     words = text.replace(",", " ").replace(")", " ").split()
     for before, word in itertools.pairwise(words):
