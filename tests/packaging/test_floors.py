@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -46,3 +47,13 @@ def test_the_service_install_holds_no_tool_chain() -> None:
         canonicalize_name(Requirement(s).name) for s in _project()["optional-dependencies"]["cli"]
     }
     assert cli >= TOOL_CHAIN
+
+
+def test_the_compatibility_doc_lists_the_oldest_versions() -> None:
+    doc = (ROOT / "docs/compatibility.md").read_text()
+    missing = [
+        f"{name}=={v}"
+        for name, v in _oldest_pins().items()
+        if not re.search(rf"(?<![\d.]){re.escape(v)}(?![\d.])", doc)
+    ]
+    assert not missing, f"docs/compatibility.md does not give {missing}"
