@@ -6,10 +6,14 @@ Exit codes: 0 clean, 1 a finding blocks or a gate could not run, 2 usage or conf
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..config import Manifest
 
 __all__ = ["register"]
 
@@ -41,6 +45,31 @@ def _require_python(root: Path) -> None:
         )
 
 
+def _entries(root: Path, manifest: Manifest, given: list[str]) -> list[str]:
+    """``--entry`` values as modules (``module:attr`` keeps its attribute).
+
+    Raises:
+        UsageError: an entry that no module or file of the project matches.
+    """
+    from ..gates.static.graph import entry_module, layout_for
+
+    layout = layout_for(root, manifest)
+    out = []
+    for spec in given:
+        found = entry_module(spec, layout)
+        if found is None:
+            roots = ", ".join(r or "." for r in layout.import_roots)
+            raise UsageError(
+                f"--entry {spec!r}: no module or file of {root} matches it "
+                f"(modules resolve under {roots})",
+                hint="pass a module (shop.main), module:attr (shop.main:app) or a file path "
+                "(src/shop/main.py)",
+            )
+        module, attr = found
+        out.append(f"{module}:{attr}" if attr else module)
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def check(
@@ -64,8 +93,9 @@ def register(app: typer.Typer) -> None:
         entry: list[str] | None = typer.Option(
             None,
             "--entry",
-            metavar="MODULE",
-            help="Entry module for reachability, e.g. myapp.main.",
+            metavar="ENTRY",
+            help="Entry for reachability: a module (myapp.main), module:attr (myapp.main:app, "
+            "or an app factory) or a file (src/myapp/main.py).",
         ),
         baseline: Path | None = typer.Option(
             None, "--baseline", metavar="FILE", help="Baseline file: findings in it never block."
@@ -146,7 +176,7 @@ def register(app: typer.Typer) -> None:
             root,
             manifest,
             target,
-            entries=entry or (),
+            entries=_entries(root, manifest, entry or []),
             baseline_path=baseline.resolve() if baseline else None,
             write_baseline=write_baseline,
             python=python,

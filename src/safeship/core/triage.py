@@ -80,7 +80,8 @@ class Facts:
     """The qualname of that innermost enclosing function."""
     annotation: AnnotationKind | None = None
     evaluated_by: str | None = None
-    """``fastapi`` or ``pydantic`` when the framework evaluates a deferred annotation."""
+    """``fastapi``, ``pydantic`` or ``sqlalchemy`` when a library evaluates the annotation
+    when the function or class is defined (also from Python 3.14 on)."""
     type_checking: bool = False
     guarded_import: bool = False
     """Inside the ``try`` body of a ``try``/``except ImportError``."""
@@ -147,6 +148,8 @@ _STARTUP_REASONS = {
 _EVALUATORS = {
     "fastapi": "FastAPI evaluates this annotation when the route is registered, at startup",
     "pydantic": "pydantic evaluates this field annotation when the model class is built",
+    "sqlalchemy": "SQLAlchemy evaluates this mapped annotation when the class is declared",
+    "typing": "the module calls typing.get_type_hints at import, which evaluates annotations",
 }
 
 

@@ -33,6 +33,10 @@ _RULES = {
     "F823": "Local variable referenced before assignment",
     "TID251": "Use of a banned (legacy) API",
     "invalid-syntax": "Syntax error",
+    "ty:import-not-found": "Import of a module or name that does not exist",
+    "ty:missing-attribute": "Attribute that does not exist",
+    "missing-distribution": "Imported distribution not installed in the project's environment",
+    "undeclared-dependency": "Imported distribution that the project does not declare",
     "import-error": "Module raises when imported",
     "import-hung": "Module hangs when imported",
     "import-crashed": "Interpreter dies when the module is imported",
@@ -76,6 +80,14 @@ def _gate_facts(result: GateResult) -> str:
         if python.get("python"):
             facts += f" · Python {python.get('version') or '?'} at {python['python']}"
         return facts
+    if result.gate == "static" and s.get("python"):
+        python = s["python"]
+        env = (
+            "no project environment (pass --python)"
+            if python.get("isolated")
+            else f"{python['interpreter']} ({python['interpreter_source']})"
+        )
+        return f"Python {python['target_version']} ({python['target_source']}) · {env}"
     if result.gate == "secrets" and "secrets" in s:
         return f"{s['secrets']} secrets checked"
     if result.gate == "legacy" and s.get("references"):
@@ -98,6 +110,8 @@ def _finding_lines(f: Finding) -> list[str]:
     lines.append(f"      {escape(f.message)}")
     if f.chain:
         lines.append(f"      [dim]chain:[/] {escape(' → '.join(f.chain))}")
+    if f.extra.get("may_break_startup"):
+        lines.append(f"      [dim]note:[/] {escape(str(f.extra['may_break_startup']))}")
     if f.hint:
         lines.append(f"      [dim]hint:[/] {escape(f.hint)}")
     return lines
@@ -118,6 +132,8 @@ def _gate_lines(result: GateResult, verbose: bool) -> list[str]:
     lines = [head]
     if result.status is GateStatus.ERROR and result.error:
         lines.append(f"  [magenta]could not run:[/] {escape(result.error)}")
+    elif result.error:  # ran, but part of it could not (an entry module that is not there)
+        lines.append(f"  [magenta]incomplete:[/] {escape(result.error)}")
     shown = [f for f in result.findings if verbose or (f.blocking and not f.in_baseline)]
     for finding in sorted(shown, key=_sort_key):
         lines.extend(_finding_lines(finding))

@@ -71,6 +71,9 @@ class CheckContext:
     write_baseline: bool = False
     notes: list[str] = field(default_factory=list)
     """Things the user should know about the check itself (e.g. no entry modules)."""
+    entry_specs: tuple[str, ...] = ()
+    """The entries as given (``module:attr`` keeps its attribute: an app factory that
+    ``uvicorn --factory`` calls at startup)."""
     project_env: ProjectEnv | None = None
     """The project's interpreter, environment and target Python version
     (``gates.project_env``); None: resolved by the gate that needs it."""
@@ -285,6 +288,7 @@ def build_context(
         baseline_path=baseline_path,
         write_baseline=write_baseline,
         notes=notes,
+        entry_specs=tuple(entries),
         project_env=resolve_project_env(
             Path(root),
             python=python,

@@ -23,7 +23,10 @@ __all__ = ["FileContext"]
 ROUTE_DECORATORS = frozenset(
     {"get", "post", "put", "delete", "patch", "head", "options", "trace", "websocket", "api_route"}
 )
-MODEL_BASES = frozenset({"BaseModel", "BaseSettings", "RootModel"})
+MODEL_BASES = frozenset({"BaseModel", "BaseSettings", "RootModel", "SQLModel"})
+SQLALCHEMY_BASES = frozenset(
+    {"DeclarativeBase", "DeclarativeBaseNoMeta", "Base", "MappedAsDataclass"}
+)
 IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError"})
 
 
@@ -41,7 +44,9 @@ class _State:
     type_checking: bool = False
     guarded_import: bool = False
     main_guard: bool = False
-    model_class: bool = False
+    model_class: str | None = None
+    """``pydantic`` or ``sqlalchemy`` in the body of a class whose field annotations that
+    library evaluates when the class is created."""
 
 
 # Module-wide facts are read from the text, so that only the statements holding findings are
@@ -51,6 +56,8 @@ _DEPENDS = {
     word: re.compile(rf"{word}\(\s*(?:dependency\s*=\s*)?([A-Za-z_]\w*)")
     for word in ("Depends", "Security")
 }
+# ``get_type_hints(...)`` in a top-level statement: annotations are read at import.
+_HINTS_AT_IMPORT = re.compile(r"^[^\s#][^\n]*\bget_type_hints\(", re.M)
 _FUTURE = re.compile(r"^from[ \t]+__future__[ \t]+import[^\n]*\bannotations\b", re.M)
 _MODULE_GETATTR = re.compile(r"^(?:async[ \t]+)?def[ \t]+__getattr__[ \t]*\(", re.M)
 _GLOBALS_WRITE = re.compile(
@@ -74,6 +81,7 @@ class FileContext:
     module_getattr: bool = False
     globals_write: bool = False
     depends_targets: frozenset[str] = frozenset()
+    hints_at_import: bool = False
     parse_error: str | None = None
     _full: ast.Module | None = field(default=None, repr=False)
     _full_done: bool = field(default=False, repr=False)
@@ -87,6 +95,8 @@ class FileContext:
             path=path,
             lines=source.splitlines(),
             future_annotations=_FUTURE.search(source) is not None,
+            hints_at_import="get_type_hints(" in source
+            and _HINTS_AT_IMPORT.search(source) is not None,
             module_getattr=_MODULE_GETATTR.search(source) is not None,
             globals_write="globals()" in source and _GLOBALS_WRITE.search(source) is not None,
             depends_targets=frozenset(
@@ -168,7 +178,9 @@ class FileContext:
             in_function=s.in_function,
             function=s.function,
             annotation=kind,
-            evaluated_by=s.evaluated_by if s.annotation else None,
+            evaluated_by=(s.evaluated_by or ("typing" if self.hints_at_import else None))
+            if s.annotation and not s.local_annotation
+            else None,
             type_checking=s.type_checking,
             guarded_import=s.guarded_import,
             main_guard=s.main_guard,
@@ -209,14 +221,19 @@ class FileContext:
         annotated = _enter(
             s, Where.ANNOTATION, annotation=True, evaluated_by="fastapi" if framework else None
         )
+        # FastAPI reads a route's return annotation (its response model), but only the
+        # parameters of a dependency.
+        route = _is_route(node.decorator_list)
+        returns = _enter(
+            s, Where.ANNOTATION, annotation=True, evaluated_by="fastapi" if route else None
+        )
         found = (
             self._descend_list(node.decorator_list, pos, _enter(s, Where.DECORATOR))
             or self._descend_list(
                 [*args.defaults, *args.kw_defaults], pos, _enter(s, Where.DEFAULT)
             )
-            or self._descend_list(
-                [p.annotation for p in params if p is not None] + [node.returns], pos, annotated
-            )
+            or self._descend_list([p.annotation for p in params if p is not None], pos, annotated)
+            or self._descend_list([node.returns], pos, returns)
         )
         if found is not None:
             return found
@@ -226,7 +243,7 @@ class FileContext:
             where=Where.FUNCTION_BODY,
             in_function=True,
             function=".".join(s.scope),
-            model_class=False,
+            model_class=None,
         )
         return self._descend_list(node.body, pos, body) or body
 
@@ -252,7 +269,7 @@ class FileContext:
             s,
             scope_kind="class",
             where=s.where if s.in_function else Where.CLASS_BODY,
-            model_class=any(_call_name(b) in MODEL_BASES for b in node.bases),
+            model_class=_is_model_class(node),
         )
         return self._descend_list(node.body, pos, body) or body
 
@@ -266,7 +283,7 @@ class FileContext:
 
     def _ann_assign(self, node: ast.AnnAssign, pos: Any, s: _State) -> _State:
         if _contains(node.annotation, pos):
-            by = "pydantic" if s.scope_kind == "class" and s.model_class else None
+            by = s.model_class if s.scope_kind == "class" and s.model_class else None
             inner = _enter(s, Where.ANNOTATION, annotation=True, evaluated_by=by)
             # The compiler never evaluates the annotation of a local variable.
             inner.local_annotation = s.scope_kind == "function"
@@ -398,6 +415,25 @@ def _is_route(decorators: list[ast.expr]) -> bool:
         and d.func.attr in ROUTE_DECORATORS
         for d in decorators
     )
+
+
+def _is_model_class(node: ast.ClassDef) -> str | None:
+    """Which library builds the class from its annotations: pydantic models and settings
+    (and SQLModel), SQLAlchemy declarative classes (a ``DeclarativeBase`` or ``Base`` base,
+    or a ``__tablename__``)."""
+    bases = {_call_name(b) for b in node.bases}
+    if bases & MODEL_BASES:
+        return "pydantic"
+    if bases & SQLALCHEMY_BASES or any(
+        isinstance(item, (ast.Assign, ast.AnnAssign))
+        and any(
+            isinstance(t, ast.Name) and t.id == "__tablename__"
+            for t in (item.targets if isinstance(item, ast.Assign) else [item.target])
+        )
+        for item in node.body
+    ):
+        return "sqlalchemy"
+    return None
 
 
 def _catches_import_error(node: ast.expr | None) -> bool:

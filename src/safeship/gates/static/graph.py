@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..baseline import enclosing_blocks
 
 if TYPE_CHECKING:
+    from ...config import Manifest
     from ..runner import CheckContext
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "ModuleMap",
     "Reach",
     "definitions",
+    "entry_module",
     "import_sites",
+    "layout_for",
     "name_origin",
     "project_layout",
     "render_chain",
@@ -92,8 +95,12 @@ class Layout:
 def project_layout(ctx: CheckContext) -> Layout:
     """The checked paths (the manifest's ``service.code``, else the root) and import roots
     (``service.app_dir``, ``src/`` when present, then the root)."""
-    root = ctx.root.resolve()
-    manifest = ctx.manifest
+    return layout_for(ctx.root, ctx.manifest)
+
+
+def layout_for(root: Path, manifest: Manifest) -> Layout:
+    """``project_layout`` from a root and a manifest."""
+    root = root.resolve()
     targets: list[str] = []
     roots: list[str] = []
     if manifest.path is not None:
@@ -107,6 +114,31 @@ def project_layout(ctx: CheckContext) -> Layout:
         roots.append("src")
     roots.append("")
     return Layout(root, tuple(targets or ["."]), tuple(roots), tuple(manifest.gates.exclude))
+
+
+def entry_module(spec: str, layout: Layout) -> tuple[str, str | None] | None:
+    """An entry as given -- a module (``shop.main``), ``module:attr``, or a file path
+    (``src/shop/main.py``) -- as ``(module, attr)``; None when no file of the project holds
+    that module."""
+    spec = spec.strip()
+    module, _, attr = spec.partition(":")
+    modules = ModuleMap(layout.import_roots)
+    if module.endswith((".py", ".pyi")) or "/" in module or "\\" in module:
+        path = Path(module)
+        if not path.is_absolute():
+            path = (Path.cwd() / path) if (Path.cwd() / path).exists() else layout.root / path
+        try:
+            rel = path.resolve().relative_to(layout.root).as_posix()
+        except ValueError:
+            return None
+        found = modules.module_of(rel) if path.is_file() else None
+        return (found, attr or None) if found else None
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        return None
+    for candidate in modules.candidates(module):
+        if (layout.root / candidate).is_file():
+            return module, attr or None
+    return None
 
 
 def _inside(root: Path, path: Path) -> str | None:
