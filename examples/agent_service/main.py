@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, WebSocket
 
 from safeship.config import Manifest, load_manifest
-from safeship.core.handshake import Limits
+from safeship.core.handshake import Limits, MessageRate
 from safeship.errors import ConfigError
 from safeship.service import DependencyCheck, Safeship
 
@@ -111,6 +111,11 @@ ship = Safeship(
         per_user=int(import_time_number("AGENT_SERVICE_MAX_CONNECTIONS_PER_USER", 20) or 20)
     ),
     max_message_bytes=GUARD_MAX_MESSAGE_BYTES,
+    # A client may not flood one connection (20,000 pings were all answered): 1008 past it.
+    message_rate=MessageRate(
+        per_second=import_time_number("AGENT_SERVICE_MESSAGES_PER_SECOND", 200) or 200,
+        burst=400,
+    ),
 )
 metrics = ServiceMetrics(ship.metrics.registry if ship.metrics is not None else None)
 timeouts = phase_timeouts(ship.env)

@@ -6,6 +6,7 @@ carries out the answer; every policy ``if`` lives here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -19,7 +20,9 @@ __all__ = [
     "DenialForm",
     "Deny",
     "Limits",
+    "MessageRate",
     "Readiness",
+    "admit_message",
     "decide",
     "denial_form",
     "expiry_deadline",
@@ -159,3 +162,25 @@ def origin_allowed(origin: str | None, allowed: frozenset[str] | None) -> bool:
     if allowed is None or origin is None:
         return True
     return normalize_origin(origin) in allowed
+
+
+@dataclass(frozen=True)
+class MessageRate:
+    """A per-connection limit on client messages: ``per_second`` sustained, ``burst`` at once
+    (a token bucket)."""
+
+    per_second: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.per_second) and self.per_second > 0) or self.burst < 1:
+            raise ValueError("a message rate needs per_second > 0 (finite) and burst >= 1")
+
+
+def admit_message(tokens: float, last: float, now: float, rate: MessageRate) -> tuple[bool, float]:
+    """Whether one more message fits the bucket that held ``tokens`` at ``last``; and the
+    tokens left at ``now``."""
+    tokens = min(float(rate.burst), tokens + max(0.0, now - last) * rate.per_second)
+    if tokens >= 1.0:
+        return True, tokens - 1.0
+    return False, tokens

@@ -27,7 +27,9 @@ from ..core.handshake import (
     AuthOutcome,
     Deny,
     Limits,
+    MessageRate,
     Readiness,
+    admit_message,
     decide,
     denial_form,
     expiry_deadline,
@@ -97,6 +99,8 @@ class WebSocketGuard:
             any other ``Origin`` gets 403/4403. ``None``: not checked.
         authorize: optional hook ``(claims, scope) -> reason | None``; a reason means 403.
         max_message_bytes: larger client messages close the connection with 1009.
+        message_rate: client messages faster than this close the connection with 1008
+            (counted in the closes metric under 1008). ``None``: no limit.
         expiry_grace: seconds past ``exp`` before closing with 4401; default: the verifier's leeway.
     """
 
@@ -116,6 +120,7 @@ class WebSocketGuard:
         authorize: Authorize | None = None,
         limits: Limits = Limits(),
         max_message_bytes: int | None = 1 << 20,
+        message_rate: MessageRate | None = None,
         expiry_grace: float | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
@@ -139,6 +144,7 @@ class WebSocketGuard:
         self.authorize = authorize
         self.limits = limits
         self.max_message_bytes = max_message_bytes
+        self.message_rate = message_rate
         self.expiry_grace = expiry_grace
         self.metrics = metrics
         self.clock = clock
@@ -312,7 +318,9 @@ class _Channel:
     __slots__ = (
         "_connect",
         "_expiry",
+        "_last",
         "_receive",
+        "_tokens",
         "accepted",
         "close_code",
         "closed",
@@ -341,6 +349,9 @@ class _Channel:
         self.closed = False
         self.close_code = 1000
         self._expiry: asyncio.TimerHandle | None = None
+        rate = guard.message_rate
+        self._tokens = float(rate.burst) if rate is not None else 0.0
+        self._last = time.monotonic()
 
     async def send(self, message: Message) -> None:
         if self.closed:
@@ -376,6 +387,22 @@ class _Channel:
             if limit is not None and _too_big(message, limit):
                 await self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
                 continue
+            rate = self.guard.message_rate
+            if rate is not None:
+                now = time.monotonic()
+                admitted, self._tokens = admit_message(self._tokens, self._last, now, rate)
+                self._last = now
+                if not admitted:
+                    logger.info(
+                        "websocket %s: message rate over %g/s, closing with 1008",
+                        self.subject,
+                        rate.per_second,
+                    )
+                    await self.close(
+                        CloseCode.POLICY_VIOLATION,
+                        f"message rate over {rate.per_second:g}/s (burst {rate.burst})",
+                    )
+                    continue
             text = message.get("text")
             # Cheap pre-check: only messages that mention the refresh type are parsed here.
             if (

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.websockets import WebSocket
 
 from ..config import Manifest, current_env, load_manifest
-from ..core.handshake import Limits
+from ..core.handshake import Limits, MessageRate
 from ..errors import SecretError
 from ..secrets import (
     ResolvedSecret,
@@ -83,6 +83,7 @@ class Safeship:
         mode: DenialMode = "auto",
         limits: Limits = Limits(),
         max_message_bytes: int | None = 1 << 20,
+        message_rate: MessageRate | None = None,
         ws_paths: Sequence[str] | None = None,
         subprotocols: Sequence[str] = (),
         metrics: bool = True,
@@ -114,6 +115,7 @@ class Safeship:
             "authorize": authorize,
             "limits": limits,
             "max_message_bytes": max_message_bytes,
+            "message_rate": message_rate,
             "paths": ws_paths,
             "subprotocols": subprotocols,
         }
