@@ -48,8 +48,9 @@ def build_app(monitor: Monitor) -> Starlette:
         routes=[
             Route("/metrics", metrics, methods=["GET"]),
             Route("/analysis", index, methods=["GET"]),
-            Route("/analysis/{env}", env_analysis, methods=["GET"]),
-            Route("/analysis/{env}/{revision}", env_analysis, methods=["GET"]),
+            # Argo Rollouts' Web metric GETs; Flagger's webhooks POST (their body is ignored).
+            Route("/analysis/{env}", env_analysis, methods=["GET", "POST"]),
+            Route("/analysis/{env}/{revision}", env_analysis, methods=["GET", "POST"]),
             Route("/health/live", live, methods=["GET"]),
         ]
     )
