@@ -97,7 +97,23 @@ CASES = [
         "tls",
     ),
     ("http-401", Observation(**REFUSED, http_status=401), "http_status", "auth", 401, "upgrade"),
-    ("http-403", Observation(**REFUSED, http_status=403), "http_status", "auth", 403, "upgrade"),
+    (
+        "http-403-guard",
+        Observation(**REFUSED, http_status=403, http_headers={"x-safeship-denial": "forbidden"}),
+        "http_status",
+        "auth",
+        403,
+        "upgrade",
+    ),
+    # Starlette's bare 403 for a path without a WebSocket route is not an auth failure.
+    (
+        "http-403-no-route",
+        Observation(**REFUSED, http_status=403),
+        "no_route",
+        "protocol",
+        403,
+        "upgrade",
+    ),
     (
         "http-429",
         Observation(**REFUSED, http_status=429),
@@ -133,7 +149,7 @@ CASES = [
     (
         "http-404",
         Observation(**REFUSED, http_status=404),
-        "http_status",
+        "no_route",
         "protocol",
         404,
         "upgrade",

@@ -273,3 +273,24 @@ async def _closed(ws) -> None:
     with pytest.raises(ConnectionClosed):
         while True:
             await ws.recv()
+
+
+def test_probe_tells_a_missing_route_from_a_denial(spawn):
+    from safeship.probe import StaticToken, probe_ws
+
+    server = spawn()
+    source = StaticToken(token())
+    missing = run(probe_ws(server.ws_url + "/no-such-path", token_source=source)).verdict
+    assert (missing.kind, missing.code, missing.category) == ("no_route", 403, "protocol")
+    assert "no such WebSocket route" in missing.detail
+    assert "ws_path" in (missing.hint or "")
+    unsigned = run(probe_ws(server.ws_url + "/ws")).verdict
+    assert (unsigned.kind, unsigned.code, unsigned.category) == ("http_status", 401, "auth")
+
+
+def test_probe_calls_the_guards_own_403_an_auth_failure(spawn):
+    from safeship.probe import StaticToken, probe_ws
+
+    server = spawn({"DENY_ALL": "1"})
+    verdict = run(probe_ws(server.ws_url + "/ws", token_source=StaticToken(token()))).verdict
+    assert (verdict.kind, verdict.code, verdict.category) == ("http_status", 403, "auth")

@@ -145,3 +145,29 @@ def test_matcher_mismatch_with_right_type_fails():
     matcher = StepMatcher(Step({"type": "ping"}, {"type": "pong", "n": 1}), "7")
     assert matcher.feed({"type": "pong", "request_id": 7, "n": 2}) is Decision.FAIL
     assert matcher.failure == "n: expected 1, got 2"
+
+
+def test_an_untagged_reply_that_meets_the_expectations_passes() -> None:
+    matcher = StepMatcher(Step(send={"type": "ping"}, expect={"type": "pong"}), "rid-1")
+    assert matcher.feed({"type": "connection_established"}) is Decision.SKIP
+    assert matcher.feed({"type": "pong"}) is Decision.PASS
+
+
+def test_an_untagged_reply_of_the_expected_type_that_differs_fails_at_once() -> None:
+    step = Step(send={"type": "ping"}, expect={"type": "pong", "payload.n": 3})
+    matcher = StepMatcher(step, "rid-1")
+    assert matcher.feed({"type": "pong", "payload": {"n": 2}}) is Decision.FAIL
+    assert matcher.failure is not None
+    assert "payload.n: expected 3, got 2" in matcher.failure
+
+
+def test_the_closest_untagged_message_is_reported_when_nothing_matches() -> None:
+    step = Step(send={"type": "ping"}, expect={"type": "pong", "ok": True})
+    matcher = StepMatcher(step, "rid-1")
+    assert matcher.feed({"type": "hello"}) is Decision.SKIP
+    assert matcher.feed({"kind": "pong", "ok": True}) is Decision.SKIP
+    assert matcher.feed({"type": "pong", "request_id": "other"}) is Decision.SKIP
+    report = matcher.closest_report()
+    assert report is not None
+    assert '{"kind": "pong", "ok": true}' in report
+    assert 'type: expected "pong", got nothing' in report

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 __all__ = [
+    "DENIAL_HEADER",
     "TABLE",
     "CloseCode",
     "DenialSpec",
@@ -112,6 +113,11 @@ def close_meaning(code: int) -> str:
     return "unknown close code"
 
 
+DENIAL_HEADER = "x-safeship-denial"
+"""Marks a refusal as the guard's own, with its error kind as the value: a client can tell a
+denial from a framework's bare 403/404 for a WebSocket path that has no route."""
+
+
 def denial_response(kind: DenyKind, detail: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, headers and JSON body of the HTTP answer to a refused handshake."""
     spec = TABLE[kind]
@@ -120,6 +126,7 @@ def denial_response(kind: DenyKind, detail: str) -> tuple[int, list[tuple[bytes,
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
+        (DENIAL_HEADER.encode(), spec.error.encode()),
     ]
     if spec.www_authenticate:
         # RFC 6750 §3: the error code, never the token or why in detail.

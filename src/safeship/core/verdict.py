@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from .closecodes import close_meaning
+from .closecodes import DENIAL_HEADER, close_meaning
 
 __all__ = [
     "EXIT_CODES",
@@ -39,6 +39,8 @@ class VerdictKind(StrEnum):
     TCP_TIMEOUT = "tcp_timeout"
     TLS = "tls"
     HTTP_STATUS = "http_status"
+    NO_ROUTE = "no_route"
+    """A WebSocket upgrade answered 403/404 by something other than safeship's guard."""
     CLOSED = "closed"
     TIMEOUT = "timeout"
     PROTOCOL = "protocol"
@@ -187,6 +189,7 @@ _KIND_CATEGORY: Mapping[VerdictKind, Category] = {
     VerdictKind.TCP_TIMEOUT: Category.UNREACHABLE,
     VerdictKind.TLS: Category.UNREACHABLE,
     VerdictKind.HTTP_STATUS: Category.PROTOCOL,  # only without a code
+    VerdictKind.NO_ROUTE: Category.PROTOCOL,
     VerdictKind.CLOSED: Category.PROTOCOL,  # only without a code
     VerdictKind.TIMEOUT: Category.TIMEOUT,
     VerdictKind.PROTOCOL: Category.PROTOCOL,
@@ -239,6 +242,17 @@ def classify(obs: Observation) -> Verdict:
         if obs.transport == "http" and 200 <= obs.http_status <= 299:
             return Verdict(
                 VerdictKind.OK, f"HTTP {obs.http_status} from {target}", code=obs.http_status
+            )
+        if _unmarked_refusal(obs):
+            return Verdict(
+                VerdictKind.NO_ROUTE,
+                f"HTTP {obs.http_status} to the upgrade at {target}, not a safeship denial: "
+                "no such WebSocket route (or refused by something in front of the guard)",
+                code=obs.http_status,
+                phase="upgrade",
+                hint="check the URL's path against the app's WebSocket routes (the manifest's "
+                "service.ws_path); safeship's guard marks each of its refusals with the "
+                f"{DENIAL_HEADER} header",
             )
         return _http_status(obs)
     if obs.protocol_error is not None:
@@ -310,6 +324,14 @@ def _timeout(obs: Observation) -> Verdict:
         detail = f"timed out in phase {phase}{within}"
         hint = _TIMEOUT_HINTS.get(phase, "the server did not answer in time")
     return Verdict(VerdictKind.TIMEOUT, detail, phase=phase, hint=hint)
+
+
+def _unmarked_refusal(obs: Observation) -> bool:
+    """Starlette answers an upgrade to a path without a WebSocket route with a bare 403 (404
+    elsewhere); the guard's own refusals carry ``DENIAL_HEADER``."""
+    if obs.transport != "ws" or obs.http_status not in (403, 404):
+        return False
+    return DENIAL_HEADER not in {k.lower() for k in obs.http_headers}
 
 
 def _http_status(obs: Observation) -> Verdict:

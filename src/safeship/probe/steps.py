@@ -12,7 +12,11 @@ Matching rules (documented in docs/probe.md):
   other requests, non-JSON frames;
 - when the step expects a ``type``, replies of another type are progress and are skipped,
   except error replies (``type`` ``error`` or ``*_error``), which fail the step at once;
-- the first reply that is not skipped is checked against every expectation.
+- the first reply that is not skipped is checked against every expectation;
+- a reply that carries neither a ``request_id`` nor a known ``run_id`` (a service that does
+  not echo request ids) passes when it meets every expectation, and fails the step at once
+  when it has the expected ``type`` but not the rest; otherwise the closest such message
+  (most expectations met) is reported if the step times out.
 """
 
 from __future__ import annotations
@@ -168,10 +172,14 @@ class StepMatcher:
         self.run_ids: set[str] = set()
         self.failure: str | None = None
         self.skipped = 0
+        self.closest: tuple[int, Any] | None = None
+        """(expectations met, message) of the best untagged message so far."""
 
     def feed(self, message: Any) -> Decision:
         """Judge one received message (already JSON-decoded; anything else is skipped)."""
         if not self._belongs(message):
+            if self.step.expect and self._untagged(message):
+                return self._judge_untagged(message)
             self.skipped += 1
             return Decision.SKIP
         run_id = message.get("run_id")
@@ -190,6 +198,36 @@ class StepMatcher:
             self.failure = "; ".join(problems)
             return Decision.FAIL
         return Decision.PASS
+
+    def closest_report(self) -> str | None:
+        """Why the closest untagged message did not match, for a step that timed out."""
+        if self.closest is None:
+            return None
+        _, message = self.closest
+        problems = check_expectations(message, self.step.expect)
+        return (
+            f"no reply matched; the closest message received was {_show(message)} "
+            f"({'; '.join(problems)})"
+        )
+
+    def _untagged(self, message: Any) -> bool:
+        return isinstance(message, dict) and "request_id" not in message and "run_id" not in message
+
+    def _judge_untagged(self, message: dict[str, Any]) -> Decision:
+        problems = check_expectations(message, self.step.expect)
+        if not problems:
+            return Decision.PASS
+        expected_type = self.step.expect.get("type", MISSING)
+        if expected_type is not MISSING and _same(expected_type, message.get("type", MISSING)):
+            self.failure = f"the reply of type {_show(expected_type)} does not match: " + "; ".join(
+                problems
+            )
+            return Decision.FAIL
+        met = len(self.step.expect) - len(problems)
+        if self.closest is None or met >= self.closest[0]:
+            self.closest = (met, message)
+        self.skipped += 1
+        return Decision.SKIP
 
     def _belongs(self, message: Any) -> bool:
         if not isinstance(message, dict):

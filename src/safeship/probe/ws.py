@@ -295,6 +295,11 @@ class _WsProbe:
                     self.seen.update(check_failure=failure, check_phase=phase)
                     return record(False, failure)
         except TimeoutError:
+            closest = matcher.closest_report()
+            if closest is not None:
+                failure = self._scrub(closest)
+                self.seen.update(check_failure=failure, check_phase=phase)
+                return record(False, failure)
             self.seen.update(timed_out_phase=phase, timeout_seconds=round(allowed, 3))
             skipped = (
                 f" ({matcher.skipped} unrelated message(s) skipped)" if matcher.skipped else ""
