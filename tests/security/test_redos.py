@@ -42,6 +42,7 @@ MODULES = (
 ALLOWED = {
     "safeship.secrets.redact._PASSES": "search",
     "safeship.secrets.redact._JWT": "search",
+    "safeship.secrets.strength._TEMPLATE": "search",
     "safeship.tokens.extract._TOKEN68": "anchored",
     "safeship.tokens.extract._B64URL": "anchored",
     "safeship.tokens.extract._CONTROL": "search",

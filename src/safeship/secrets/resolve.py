@@ -145,17 +145,19 @@ def _accept(
     salt: str,
     min_bytes: int,
 ) -> ResolvedSecret:
-    register_secret(value)
-    fp = fingerprint(value, salt)
     problems = weaknesses(value, min_bytes)
     where = f"{name} in {source.describe()}"
     if problems and critical:
+        # Not registered for redaction: a rejected placeholder is no secret, and redacting
+        # it would hide what the message is about. No fingerprint either: the value is weak,
+        # and a fingerprint of a weak value is a guessing target.
         raise SecretError(
-            f"{_label(base)} for environment {env!r} is too weak: {where} "
-            f"{' and '.join(problems)} (fingerprint {fp})",
+            f"{_label(base)} for environment {env!r} is too weak: {where} {' and '.join(problems)}",
             tried=(name,),
             hint=_generate_hint(name, min_bytes),
         )
+    register_secret(value)
+    fp = fingerprint(value, salt)
     warnings: tuple[str, ...] = ()
     if problems:
         message = (
