@@ -23,7 +23,8 @@ SALT = "safeship/acme"
         ("{{ jwt_secret }}-padding-to-be-long-enough-xx", "unexpanded template"),
         ("your-256-bit-secret" * 2, "known example"),
         ("0123456789abcdefghijklmnopqrstuvwxyz", "not a sequence"),
-        ("abababababababababababababababab1", "entropy"),
+        ("abababababababababababababababab1", "not a sequence"),
+        ("abcabcabcabcabcabcabcabcabcabcab", "not repetitive"),
         ("aaaabbbbaaaabbbbccccaaaabbbbaaaacc", "entropy"),
     ],
 )
