@@ -17,6 +17,7 @@ from safeship.deploy.targets.cloudrun_plan import (  # noqa: E402
     read_state,
     start_failure,
     start_service,
+    tag_for,
     traffic_of,
     with_traffic,
 )
@@ -60,7 +61,8 @@ def test_a_start_pins_latest_traffic_and_adds_a_zero_percent_tag() -> None:
     env = [run_v2.EnvVar(name="SAFESHIP_ENV", value="staging")]
     body = start_service(service(LATEST), "api-r2", "r2", "img:2", env)
     # LATEST would move the traffic to the new template: it is pinned to api-r1 instead.
-    assert traffic_of(body) == [("api-r1", 100, ""), ("api-r2", 0, "r2")]
+    # The serving revision gets a tag of its own: how it is probed and drained later.
+    assert traffic_of(body) == [("api-r1", 100, "r1"), ("api-r2", 0, "r2")]
     assert body.template.revision == "api-r2"
     container = body.template.containers[0]
     assert container.image == "img:2"
@@ -68,6 +70,12 @@ def test_a_start_pins_latest_traffic_and_adds_a_zero_percent_tag() -> None:
         ("KEEP", "1"),
         ("SAFESHIP_ENV", "staging"),
     ]
+
+
+def test_tags_are_short_dns_labels() -> None:
+    assert tag_for("api", "api-r7") == "r7"
+    assert tag_for("api", "api-00001-abc") == "rev-00001-abc"
+    assert tag_for("api", "Other_Rev") == "other-rev"
 
 
 def test_switch_split_and_untag_keep_every_other_tag() -> None:

@@ -76,9 +76,18 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+DRAIN_PATH = "/_safeship/drain"
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    return make_project(tmp_path, app="faulty_agent:app")
+    root = make_project(tmp_path, app="faulty_agent:app")
+    manifest = root / "safeship.toml"
+    text = manifest.read_text().replace(
+        "[service]\n", f'[service]\ndrain_path = "{DRAIN_PATH}"\n', 1
+    )
+    manifest.write_text(text)
+    return root
 
 
 @pytest.fixture
@@ -100,7 +109,7 @@ def config(fake: FakeCloudRun, **changes: Any) -> CloudRunConfig:
     return CloudRunConfig.model_validate({**values, **changes})
 
 
-def make_target(fake: FakeCloudRun, **changes: Any) -> CloudRunTarget:
+def make_target(fake: FakeCloudRun, drainer: Any = None, **changes: Any) -> CloudRunTarget:
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
 
@@ -116,6 +125,7 @@ def make_target(fake: FakeCloudRun, **changes: Any) -> CloudRunTarget:
         run_v2.RevisionsClient(**options),
         secret_names=frozenset({"JWT_SECRET_TEST", "JWT_SECRET"}),
         id_token=(lambda audience: ID_TOKEN) if conf.private else None,
+        drainer=drainer,
     )
 
 
@@ -333,6 +343,54 @@ def test_a_deploy_killed_mid_way_is_recovered_from_the_api(
     assert serving_now(fake) == "api-r0"  # the Ctrl-C answer: back to the previous revision
 
 
+def test_stop_drains_through_the_tag_url_before_removing_the_tag(
+    fake: FakeCloudRun, project: Path
+) -> None:
+    from websockets.asyncio.client import connect
+
+    from safeship.deploy.targets.cloudrun_drain import http_drainer
+    from safeship.tokens import mint
+
+    manifest = with_cloudrun(project, fake)
+    target = make_target(fake, drainer=http_drainer(manifest))
+    target.env = "test"
+    url = fake.service_url(SERVICE).replace("http://", "ws://") + "/ws"
+
+    async def scenario() -> int | None:
+        headers = {"Authorization": f"Bearer {mint(SECRET, 'user-2', ttl=300)}"}
+        async with connect(url, additional_headers=headers, open_timeout=scaled(5)) as ws:
+            await asyncio.wait_for(ws.recv(), scaled(5))  # connected, on api-r0
+            await target.start(spec(project, "app:good"))
+            await target.switch("api-r1")
+            # The tag URL still routes while the drain is asked for; the tag goes after.
+            await target.stop("api-r0", drain_seconds=1)
+            await asyncio.wait_for(ws.wait_closed(), scaled(10))
+            return ws.close_code
+
+    assert asyncio.run(scenario()) == 1012
+    assert target.drains["api-r0"].startswith("draining over")  # the endpoint took our token
+    assert "api-r0" not in fake.revisions
+
+
+def test_a_refused_drain_is_reported_and_the_revision_still_deleted(
+    fake: FakeCloudRun, project: Path
+) -> None:
+    from safeship.deploy.targets.cloudrun_drain import http_drainer
+
+    manifest = with_cloudrun(project, fake).model_copy(
+        update={"service": load_manifest(project / "safeship.toml").service.model_copy(
+            update={"drain_path": "/not/served"})}
+    )  # fmt: skip
+    target = make_target(fake, drainer=http_drainer(manifest))
+    target.env = "test"
+    asyncio.run(target.start(spec(project, "app:good")))
+    asyncio.run(target.switch("api-r1"))
+    with pytest.raises(TargetError, match="refused the drain call") as caught:
+        asyncio.run(target.stop("api-r0", drain_seconds=0.5))
+    assert "HTTP 404" in caught.value.message and "drain_path" in caught.value.hint
+    assert "api-r0" not in fake.revisions
+
+
 # -- API errors -----------------------------------------------------------------------------
 
 
@@ -378,3 +436,10 @@ def test_a_failed_start_through_the_pipeline_keeps_the_api_error(
     assert record["outcome"] == "failed"
     assert "permission denied" in record["error"]["message"]
     assert serving_now(fake) == "api-r0"
+
+
+def test_the_id_token_can_be_handed_over_by_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from safeship.deploy.targets.cloudrun import ID_TOKEN_ENV, google_id_token
+
+    monkeypatch.setenv(ID_TOKEN_ENV, " minted-by-the-ci-auth-step\n")
+    assert google_id_token("https://api-xyz.a.run.app") == "minted-by-the-ci-auth-step"

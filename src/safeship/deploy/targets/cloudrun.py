@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -28,26 +29,34 @@ from google.api_core.client_options import ClientOptions
 from google.api_core.future import polling
 from google.cloud import run_v2
 
+from ...config import current_env
 from ...errors import ConfigError, SafeshipError, TargetError
 from . import cloudrun_plan as plan
 from .base import Revision, RevisionSpec, RevisionStatus, TargetState
+from .cloudrun_drain import Drainer, http_drainer
 
 if TYPE_CHECKING:
     from ...config import CloudRunConfig, Manifest
 
-__all__ = ["CloudRunTarget", "IdTokenSource", "google_id_token"]
+__all__ = ["ID_TOKEN_ENV", "CloudRunTarget", "IdTokenSource", "google_id_token"]
 
 T = TypeVar("T")
 IdTokenSource = Callable[[str], str]
 """Audience -> a Google ID token for it (blocking; called in a worker thread)."""
-Drainer = Callable[[str, float], Awaitable[str]]
-"""(revision URL, drain window) -> what happened, in words. Tells the revision to drain."""
 _LOG_BYTES = 64 * 1024
 
 
+ID_TOKEN_ENV = "SAFESHIP_CLOUDRUN_ID_TOKEN"
+
+
 def google_id_token(audience: str) -> str:
-    """An ID token for ``audience`` from the application default credentials (the metadata
-    server on Google Cloud, a service account key, or Workload Identity Federation)."""
+    """An ID token for ``audience``: ``$SAFESHIP_CLOUDRUN_ID_TOKEN`` when set (CI, where
+    Workload Identity Federation's credentials cannot mint one themselves), else from the
+    application default credentials (the metadata server, a service account key, or an
+    impersonated service account)."""
+    given = os.environ.get(ID_TOKEN_ENV, "").strip()
+    if given:
+        return given
     import google.auth.transport.requests
     from google.oauth2 import id_token
 
@@ -86,6 +95,10 @@ class CloudRunTarget:
         self.environ_env = dict(environ_env or {})
         self.secret_names = secret_names
         self.id_token, self.drainer = id_token, drainer
+        self.env = current_env()
+        """The environment whose secret signs drain tokens: the last started revision's."""
+        self.drains: dict[str, str] = {}
+        """Revision -> its answer to the drain call."""
         self._tokens: dict[str, tuple[str, float]] = {}
         self._audience: str | None = config.audience
         self._retry = retries.Retry(
@@ -132,7 +145,7 @@ class CloudRunTarget:
             environ_env={name: dict(e.env) for name, e in manifest.environments.items()},
             secret_names=declared,
             id_token=google_id_token if config.private else None,
-            drainer=_default_drainer(manifest),
+            drainer=http_drainer(manifest),  # None without [service] drain_path
         )
 
     # -- Target ---------------------------------------------------------------------------
@@ -152,6 +165,7 @@ class CloudRunTarget:
                 hint="build and push an image, then pass --image or set [deploy.cloudrun] image",
             )
         env_name = spec.env.get("SAFESHIP_ENV", "")
+        self.env = env_name or self.env
         literals = {**self.environ_env.get(env_name, {}), **self.config.env}
         if env_name:
             literals["SAFESHIP_ENV"] = env_name
@@ -207,14 +221,38 @@ class CloudRunTarget:
                 hint="switch the traffic to another revision first (`safeship rollback`)",
             )
         url = next((s.uri for s in service.traffic_statuses if s.revision == revision_id), "")
+        problem = None
         if drain_seconds > 0 and url and self.drainer is not None:
-            await self.drainer(url, drain_seconds)
+            # Before the tag goes: the tag URL is the only way to this revision's instances.
+            problem = await self._drain(revision_id, url)
         if any(r == revision_id and t for r, _, t in plan.traffic_of(service)):
             body = plan.with_traffic(service, plan.shares(service), untag=revision_id)
             await self._update(body, f"remove the tag of {revision_id} on")
         if drain_seconds > 0:
             await asyncio.sleep(drain_seconds)
         await self._delete(revision_id)
+        if problem is not None:
+            raise TargetError(
+                f"{revision_id} is deleted, but it refused the drain call ({problem}): its "
+                "WebSockets were closed when it was deleted, not spread over the drain window",
+                hint="set [service] drain_path in the service's manifest and deploy it; the "
+                "drain token is signed with the [deploy] probe_secret of the environment",
+            )
+
+    async def _drain(self, revision_id: str, url: str) -> str | None:
+        """Tell the revision to drain; what went wrong, in words, or ``None``."""
+        assert self.drainer is not None
+        try:
+            headers = await self.probe_headers(url)
+            answer = await asyncio.wait_for(
+                self.drainer(url, headers, self.env), self.config.request_timeout
+            )
+        except SafeshipError as exc:
+            return exc.message
+        except (TimeoutError, OSError) as exc:
+            return f"no answer within {self.config.request_timeout:g} s ({type(exc).__name__})"
+        self.drains[revision_id] = answer
+        return None
 
     # -- probes ---------------------------------------------------------------------------
 
@@ -383,9 +421,3 @@ def _suffixed(base: str, manifest: Manifest) -> list[str]:
     envs = {"development", "test", "staging", "production", *manifest.environments}
     per_env = manifest.secret_config(base).per_environment
     return [name for env in envs for name in candidate_names(base, env, per_env)]
-
-
-def _default_drainer(manifest: Manifest) -> Drainer | None:
-    """The service library's drain call, once it exists; until then ``None`` (the revision
-    drains when it is deleted)."""
-    return None

@@ -34,6 +34,7 @@ __all__ = [
     "short",
     "start_failure",
     "start_service",
+    "tag_for",
     "traffic_of",
     "with_traffic",
 ]
@@ -92,6 +93,14 @@ def next_revision(service_id: str, existing: Iterable[str]) -> tuple[str, str]:
     numbers = [int(m[1]) for m in (pattern.fullmatch(short(n)) for n in existing) if m]
     number = max(numbers, default=0) + 1
     return f"{service_id}-r{number}", f"r{number}"
+
+
+def tag_for(service_id: str, revision: str) -> str:
+    """A tag for a revision: ``rN`` for ``SVC-rN``, else its name without the service's
+    prefix (``00001-abc``), as tags must be short lowercase DNS labels."""
+    suffix = revision.removeprefix(f"{service_id}-")
+    label = re.sub(r"[^a-z0-9-]", "-", suffix.lower()).strip("-")[:40] or "previous"
+    return label if label[0].isalpha() else f"rev-{label}"
 
 
 def traffic_of(service: run_v2.Service) -> list[tuple[str, int, str]]:
@@ -157,8 +166,15 @@ def start_service(
     service: run_v2.Service, revision: str, tag: str, image: str, env: Sequence[run_v2.EnvVar]
 ) -> run_v2.Service:
     """The service with a new ``template.revision`` running ``image`` with ``env`` (merged by
-    name over the container's variables), the traffic unchanged, and a 0 % tag on it."""
-    updated = with_traffic(service, shares(service) or {}, tags={revision: tag})
+    name over the container's variables), the traffic unchanged, and a 0 % tag on it.
+
+    A revision that has traffic but no tag gets one too: its tag URL is how it is probed next
+    to the new one, and how it is told to drain once the new one serves."""
+    service_id = short(service.name)
+    tags = {r: tag_for(service_id, r) for r, _, t in traffic_of(service) if r and not t}
+    tagged = {t for _, _, t in traffic_of(service) if t}
+    tags = {r: t for r, t in tags.items() if t not in tagged and t != tag}
+    updated = with_traffic(service, shares(service) or {}, tags={**tags, revision: tag})
     updated.template.revision = revision
     if not updated.template.containers:
         updated.template.containers.append(run_v2.Container())
