@@ -792,3 +792,13 @@ def test_full_canary_path_driven_by_actions() -> None:
                       P.CANARY, P.SWITCHING, P.WATCHING, P.PROMOTED]  # fmt: skip
     assert percents == [10, 50]
     assert d.actions == (DrainOld("r1"), Finish(P.PROMOTED, d.reason))
+
+
+def test_a_candidate_stuck_starting_is_reported_as_hung_in_its_phase() -> None:
+    detail = "HTTP 503 to the request; status=starting phase=cache"
+    d = run(
+        verifying(now=0), ProbeDone(5.0, "not_ready", detail), ProbeDone(10.0, "not_ready", detail)
+    )
+    assert d.phase is P.FAILED
+    assert d.reason.startswith("r2 hung in phase cache after 10 s: it never became ready")
+    assert StopNew("r2", drain=False) in d.actions

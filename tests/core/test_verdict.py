@@ -503,3 +503,18 @@ def test_as_dict_is_plain_data():
         "retry_after": None,
     }
     assert isinstance(data["kind"], str) and isinstance(data["category"], str)
+
+
+@pytest.mark.parametrize(
+    ("detail", "phase"),
+    [
+        ("HTTP 503 to the request; status=starting phase=cache", "cache"),
+        ("HTTP 503 to the request; status=draining phase=agents", None),
+        ("HTTP 503 to the request; status=starting", None),
+        ("", None),
+    ],
+)
+def test_starting_phase_reads_the_phase_of_a_service_still_starting(detail, phase) -> None:
+    from safeship.core.verdict import starting_phase
+
+    assert starting_phase(detail) == phase

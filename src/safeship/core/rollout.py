@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import IllegalTransition
+from .verdict import starting_phase
 from .rollout_events import (
     Action,
     Begin,
@@ -651,6 +652,14 @@ def _fail_before_traffic(r: Rollout, now: float, reason: str) -> Decision:
 
 def _deadline_reason(r: Rollout, policy: RolloutPolicy) -> str:
     last = f" (last probe: {r.last_probe}: {r.last_detail})" if r.last_probe else ""
+    phase = starting_phase(r.last_detail) if r.last_probe is ProbeCategory.NOT_READY else None
+    if r.ready_at is None and phase:
+        # The load balancer of the incident accepted handshakes that no backend served; here
+        # the candidate never had traffic, so nobody waited on it.
+        return (
+            f"{r.candidate} hung in phase {phase} after {policy.ready_timeout:g} s: it never "
+            f"became ready, so it got no traffic{last}"
+        )
     if r.ready_at is None:
         return f"{r.candidate} never became ready within {policy.ready_timeout:g}s{last}"
     return (

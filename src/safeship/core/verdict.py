@@ -26,6 +26,7 @@ __all__ = [
     "VerdictKind",
     "classify",
     "close_category",
+    "starting_phase",
     "status_category",
 ]
 
@@ -433,6 +434,17 @@ def _body_summary(body: str) -> str:
         if parts:
             return " ".join(parts)
     return _excerpt(text)
+
+
+def starting_phase(detail: str) -> str | None:
+    """The startup phase named in a readiness answer's detail (``status=starting
+    phase=cache``, as :func:`_body_summary` writes it), or ``None``."""
+    if "status=starting" not in detail:
+        return None
+    for word in detail.split():
+        if word.startswith("phase=") and len(word) > len("phase="):
+            return word[len("phase=") :].rstrip(";,")
+    return None
 
 
 def _excerpt(text: str, limit: int = _EXCERPT) -> str:
