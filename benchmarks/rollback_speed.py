@@ -19,7 +19,7 @@ Next to these, what Flagger's defaults (interval x threshold = 60 s to detect) a
 probes (period x failureThreshold = 30 s to detect, and no rollback) would let through at the
 same load: RATE x detection time.
 
-    .venv/bin/python benchmarks/rollback_speed.py [--rate 20] [--fault-after 5]
+    .venv/bin/python benchmarks/rollback_speed.py [--rate 20] [--fault-after 5] [--target kubernetes]
 """
 
 from __future__ import annotations
@@ -189,7 +189,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=20.0, help="connects per second")
     parser.add_argument("--fault-after", type=float, default=5.0, help="seconds after the switch")
+    parser.add_argument(
+        "--target",
+        choices=["local", "kubernetes"],
+        default="local",
+        help="local (scenarios 1-3), or kubernetes: the bad revision on kmock + the tests' harness",
+    )
     args = parser.parse_args()
+    if args.target == "kubernetes":
+        from _rollback_k8s import run_kubernetes
+
+        scenario = run_kubernetes(args, _deploy_settings(), load_class=Load, line=_line, mark=_mark)
+        asyncio.run(asyncio.wait_for(scenario, DEADLINE_S))
+        return
     asyncio.run(asyncio.wait_for(_main(args), DEADLINE_S))
 
 

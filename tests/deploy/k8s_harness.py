@@ -459,6 +459,10 @@ class Harness:
             "PATCH", f"/api/v1/namespaces/{namespace}/services/{name}", {"spec": {"ports": ports}}
         )
 
+    def routed(self, namespace: str, name: str) -> list[Pod]:
+        """The pods the Service's proxy sends new connections to."""
+        return list(self._endpoints.get((namespace, name)) or ())
+
     def node_port(self, namespace: str, name: str) -> int | None:
         entry = self._proxies.get((namespace, name))
         return entry[1] if entry else None
