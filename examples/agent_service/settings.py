@@ -78,6 +78,19 @@ VARIABLES: dict[str, str] = {
 
 _AGENT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_URL_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,39}")
+
+
+def _url_problem(url: str, name: str, kind: str) -> str:
+    """What is wrong with a URL setting, without quoting it (only a plain scheme is shown)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return f"{name} is not a URL: expected scheme://..."
+    if _URL_SCHEME.fullmatch(scheme):
+        return f"unsupported {kind} URL scheme {scheme!r}"
+    return f"{name} has a malformed scheme"
+
+
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -150,8 +163,9 @@ def load_settings(environ: Mapping[str, str], *, env: str, cwd: Path | None = No
     get.number("AGENT_SERVICE_MAX_CONNECTIONS_PER_USER", 1, minimum=1)
     database_url = get.text("DATABASE_URL") or default_database_url(cwd)
     if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        # The value is never echoed: it may hold a password, also when it is malformed.
         raise ConfigError(
-            f"unsupported database URL scheme {database_url.split('://')[0]!r}",
+            _url_problem(database_url, "DATABASE_URL", "database"),
             key="DATABASE_URL",
             hint="use sqlite+aiosqlite:///path/to.db or postgresql+asyncpg://user@host:5432/db",
         )
@@ -165,7 +179,8 @@ def load_settings(environ: Mapping[str, str], *, env: str, cwd: Path | None = No
     redis_url = get.text("REDIS_URL")
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
-            "expected a redis:// or rediss:// URL",
+            _url_problem(redis_url, "REDIS_URL", "Redis")
+            + ": expected a redis:// or rediss:// URL",
             key="REDIS_URL",
             hint="e.g. redis://127.0.0.1:6379/0, or unset it to use the in-process broker",
         )
