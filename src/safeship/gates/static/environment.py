@@ -134,10 +134,11 @@ def declared_distributions(root: Path) -> Declared:
         if found:
             names |= found
             sources.append("setup.cfg")
-    # An sdist's PKG-INFO lists the dependencies of a project built from setup.py.
-    for meta in (root / "PKG-INFO", *sorted(root.glob("*.egg-info/requires.txt"))):
+    # An sdist's PKG-INFO (a wheel's METADATA) lists the dependencies of a built project.
+    metadata = [root / "PKG-INFO", *sorted(root.glob("*.dist-info/METADATA"))]
+    for meta in (*metadata, *sorted(root.glob("*.egg-info/requires.txt"))):
         if meta.is_file():
-            prefix = "Requires-Dist:" if meta.name == "PKG-INFO" else ""
+            prefix = "Requires-Dist:" if meta.name in ("PKG-INFO", "METADATA") else ""
             found = {
                 n
                 for line in _lines(meta)

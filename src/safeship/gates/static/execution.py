@@ -89,7 +89,8 @@ class StartupGraph:
             for entry in self.entries:
                 parts = entry.split(".")
                 roots += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-            roots += self.entry_attrs
+            for attr in self.entry_attrs:  # a factory function, or a class whose __init__ runs
+                roots += [attr, f"{attr}.__init__"]
             self._reach = startup_reach(self.edges, self.aliases, roots, self.paths.keys())
         return self._reach
 
@@ -130,7 +131,9 @@ class StartupGraph:
         sites = self._dynamic_sites()
         if unit is not None and self._is_method(unit):
             name = unit.rpartition(".")[2]
-            if name in sites:
+            # Dunder methods run through their protocol (a call of the class, an operator),
+            # which the graph follows or which is no dispatch on a name.
+            if name in sites and not (name.startswith("__") and name.endswith("__")):
                 where, site = sites[name]
                 return (
                     f"may break startup: {where}:{site.line} `{site.text}` calls `.{name}()` "

@@ -235,8 +235,12 @@ class _Reader:
         if isinstance(func, ast.Call) and getattr(func.func, "id", None) == "getattr":
             self._dynamic(scope, Dynamic(_string(func.args[1:2]), line, text))
             return
-        if isinstance(func, ast.Call) and getattr(func.func, "id", None) == "super":
-            return
+        if (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Call)
+            and getattr(func.value.func, "id", None) == "super"
+        ):
+            return  # super().__init__(): a base class's method, not followed
         target = self._resolve(func, scope)
         if target is not None:
             self._edge(scope, Edge(target, "call", line, text))
