@@ -180,6 +180,11 @@ async def _main(args: argparse.Namespace) -> None:
             _line("  full switch (scenario 2)", str(full))
             _line("  at a 10 % canary step (scenario 3)", str(step))
             _line("  ratio", f"{100 * ratio:.1f} %", f"goal <= 10 %  {_mark(ratio <= 0.10)}")
+            print(
+                "  (the split sends exactly 10 % of new connections and a step is judged as fast "
+                "as the watch after a switch, so the ratio sits at the share itself, give or "
+                "take a connection)"
+            )
             print(f"\n(total {time.monotonic() - started:.0f}s)")
         finally:
             await project.down()
