@@ -12,6 +12,7 @@ Variables: ``DATABASE_URL``, ``DATABASE_SCHEMA`` (PostgreSQL only), ``REDIS_URL`
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -130,7 +131,7 @@ def phase_timeouts(env: str, environ: Mapping[str, str] | None = None) -> dict[s
             value = float(raw) if raw else None
         except ValueError:
             value = None
-        if value is not None and value > 0:
+        if value is not None and 0 < value < math.inf:
             table[phase] = value
     return table
 
@@ -146,7 +147,7 @@ def import_time_number(
         value = float(source.get(name, "").strip() or "nan")
     except ValueError:
         return default
-    return value if value == value and value >= 0 else default
+    return value if math.isfinite(value) and value >= 0 else default
 
 
 def load_settings(environ: Mapping[str, str], *, env: str, cwd: Path | None = None) -> Settings:
@@ -240,9 +241,9 @@ class _Reader:
             value = float(raw)
         except ValueError:
             value = None
-        if value is None or value != value or value < minimum:
+        if value is None or not math.isfinite(value) or value < minimum:
             raise ConfigError(
-                f"expected a number >= {minimum:g}, got {raw!r}",
+                f"expected a number >= {minimum:g} (finite), got {raw[:40]!r}",
                 key=name,
                 hint=f"fix or unset {name}",
             )

@@ -9,6 +9,7 @@ Pure: times are passed in (``now``), nothing here awaits or touches a clock.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -49,6 +50,13 @@ class PhaseSpec:
     name: str
     timeout: float
     critical: bool = True
+
+    def __post_init__(self) -> None:
+        # inf (or NaN) would let a hung phase hang forever: the watchdog cannot be armed.
+        if not (isinstance(self.timeout, int | float) and math.isfinite(self.timeout)):
+            raise ValueError(f"phase {self.name!r}: the timeout must be a finite number of seconds")
+        if self.timeout <= 0:
+            raise ValueError(f"phase {self.name!r}: the timeout must be > 0 seconds")
 
 
 @dataclass

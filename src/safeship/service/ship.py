@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket
 
 from ..config import Manifest, current_env, load_manifest
 from ..core.handshake import Limits, MessageRate
-from ..errors import SecretError
+from ..errors import ConfigError, SecretError
 from ..secrets import (
     ResolvedSecret,
     default_sources,
@@ -91,9 +91,20 @@ class Safeship:
     ) -> None:
         install_redaction()
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
-        self.manifest = manifest if manifest is not None else load_manifest()
+        # A malformed manifest or an unknown environment must end like every other startup
+        # failure (one startup_failed line, exit 3), not as a traceback at import: keep the
+        # error for a first phase, ``manifest``, and go on with defaults (critical: fail safe).
+        self.config_error: ConfigError | None = None
         self.env = env or current_env(dict(self.environ))
-        self.critical = self.manifest.is_critical(self.env)
+        try:
+            self.manifest = manifest if manifest is not None else load_manifest()
+        except ConfigError as exc:
+            self.config_error, self.manifest = exc, Manifest()
+        try:
+            self.critical = self.manifest.is_critical(self.env)
+        except ConfigError as exc:
+            self.config_error = self.config_error or exc
+            self.critical = True
         self.metrics = Metrics() if metrics else None
         self.startup = Startup(
             background=background,
@@ -119,6 +130,8 @@ class Safeship:
             "paths": ws_paths,
             "subprotocols": subprotocols,
         }
+        if self.config_error is not None:
+            self.startup.add_phase(Phase("manifest", self._report_config_error, timeout=10.0))
         if secrets_phase:
             self.startup.add_phase(Phase("secrets", self.load_secrets, timeout=10.0))
 
@@ -136,6 +149,10 @@ class Safeship:
     @property
     def lifespan(self) -> Callable[[Any], Any]:
         return self.startup.lifespan
+
+    async def _report_config_error(self) -> None:
+        assert self.config_error is not None
+        raise self.config_error
 
     async def load_secrets(self) -> ResolvedSecret:
         """Resolve the JWT secret for this environment and build the token verifier.

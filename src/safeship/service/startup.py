@@ -55,6 +55,9 @@ class Phase:
     timeout: float = 10.0
     critical: bool = True
 
+    def __post_init__(self) -> None:
+        PhaseSpec(self.name, self.timeout, self.critical)  # rejects non-finite timeouts
+
 
 class Startup:
     """Declared startup phases, run deterministically inside the ASGI lifespan.
@@ -156,10 +159,29 @@ class Startup:
                 self._task = asyncio.create_task(self.run(), name="safeship-startup")
             else:
                 await self.run()
+                if self.machine.state is ServiceState.DRAINING:
+                    await self._stopped_while_starting()
             yield
         finally:
             await self.shutdown()
             self._restore_signal_handlers()
+
+    async def _stopped_while_starting(self) -> None:
+        """A stop signal arrived before startup completed: never report the app started (the
+        server would log "Application startup complete" and then shut down); run the shutdown
+        hooks for what the phases built, then exit 0, or raise in ``raise`` mode."""
+        phase = self.machine.snapshot().get("phase")
+        logger.info("stopped by a signal during startup (phase %s): exiting without serving", phase)
+        await self.shutdown()
+        self._restore_signal_handlers()
+        if self.on_failure == "raise":
+            raise StartupError(str(phase), "stopped by a signal during startup")
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     async def run(self) -> None:
         """Run every phase. Failure handling follows ``on_failure``."""

@@ -1,0 +1,92 @@
+"""Startup edges: an unknown environment or a malformed manifest ends like every other startup
+failure (one startup_failed line, exit 3); non-finite phase timeouts are refused; a stop
+signal during a hanging phase never reports the app as started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from safeship.core.startup import PhaseSpec
+from safeship.service.startup import Phase
+from safeship.testing import free_port, scaled, wait_until
+
+APPS = Path(__file__).parent / "apps"
+
+
+def _start(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "edges_app:app", "--app-dir", str(APPS),
+             "--host", "127.0.0.1", "--port", str(free_port())],
+            env={**os.environ, "JWT_SECRET": "x" * 40, "PYTHONUNBUFFERED": "1", **env},
+            cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _failure(output: str) -> dict[str, object]:
+    lines = [line for line in output.splitlines() if line.startswith('{"event": "startup_failed"')]
+    assert len(lines) == 1, output
+    return json.loads(lines[0])
+
+
+@pytest.mark.parametrize(
+    ("env", "manifest", "expected"),
+    [
+        ({"SAFESHIP_ENV": "prod"}, None, "unknown environment 'prod'"),
+        ({"SAFESHIP_ENV": "test"}, "[auth\nbroken = ", "safeship.toml"),
+        ({"SAFESHIP_ENV": "test"}, '[auth]\nleeway_seconds = "soon"\n', "leeway_seconds"),
+    ],
+)
+def test_bad_environment_or_manifest_is_one_failure_line_and_exit_3(
+    tmp_path: Path, env: dict[str, str], manifest: str | None, expected: str
+) -> None:
+    (tmp_path / "safeship.toml").write_text(manifest or "[service]\nname = 'edges'\n")
+    app_copy = tmp_path / "edges_app.py"
+    app_copy.write_text((APPS / "edges_app.py").read_text().replace("manifest=Manifest(), ", ""))
+    log = tmp_path / "out.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "edges_app:app", "--app-dir", str(tmp_path),
+             "--host", "127.0.0.1", "--port", str(free_port())],
+            env={**os.environ, "JWT_SECRET": "x" * 40, **env},
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    assert proc.wait(timeout=scaled(30)) == 3
+    output = log.read_text()
+    assert "Traceback" not in output
+    failure = _failure(output)
+    assert failure["phase"] == "manifest" and expected in str(failure["error"])
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), -1.0, 0.0])
+def test_non_finite_or_non_positive_phase_timeouts_are_refused(timeout: float) -> None:
+    async def noop() -> None:
+        return None
+
+    with pytest.raises(ValueError, match="timeout"):
+        Phase("database", noop, timeout=timeout)
+    with pytest.raises(ValueError, match="timeout"):
+        PhaseSpec("database", timeout)
+
+
+def test_sigterm_during_a_hanging_phase_does_not_report_startup_complete(tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+    proc = _start({"SAFESHIP_ENV": "test"}, tmp_path, log)
+    try:
+        wait_until(lambda: "hanging" in log.read_text(), timeout=20, what="the phase to hang")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=scaled(20))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert "Application startup complete" not in output, output
+    assert code == 0 and "Traceback" not in output
