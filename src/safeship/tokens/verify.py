@@ -226,7 +226,8 @@ class TokenVerifier:
             raise TokenError(
                 "bad_algorithm", "the token algorithm does not fit this service's key"
             ) from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError):
+            # PyJWT before 2.15 lets json's RecursionError out for a deeply nested payload.
             raise _bad_payload() from None
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> None:
