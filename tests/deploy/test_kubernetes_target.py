@@ -131,6 +131,7 @@ def write_project(root: Path, server: str, **kubernetes: Any) -> None:
         "watch_seconds = 6",
         "watch_interval = 0.2",
         "failure_threshold = 2",
+        "steps = [10, 100]",  # no Gateway route: every deploy switches whole, and says why
         "drain_seconds = 1",
         "stop_grace_seconds = 2",
         "probe_timeout = 3",
@@ -187,6 +188,8 @@ def test_good_deploys_switch_the_stable_service_and_drain_the_old_revision(tmp_p
             assert env.selector() == {"app": "agent", "revision": "r1"}
             second = await env.deploy("agent:good")
             assert second["outcome"] == "promoted", second.get("reason")
+            said = [n["detail"] for n in second["notes"] if "cannot split" in n["detail"]]
+            assert len(said) == 1 and "need a Gateway API HTTPRoute" in said[0]
             assert env.selector()["revision"] == "r2"
             names = {d["metadata"]["name"] for d in env.objects("apps/v1/deployments")}
             assert names == {"agent-r2"}  # r1 drained, scaled to 0, deleted

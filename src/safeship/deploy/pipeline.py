@@ -146,9 +146,13 @@ class Pipeline:
             # Restoring code that served before: the fastest way back, not a canary.
             policy = replace(policy, steps=(100,))
         elif policy.steps != (100,) and not isinstance(services.target, TrafficSplit):
+            # A target may say what it would need to split (Kubernetes: a Gateway route).
+            why = getattr(services.target, "no_split_reason", None)
             self.whole_instead = (
-                f"the {services.target.name} target cannot split traffic: switching all new "
-                f"connections at once instead of the steps {list(policy.steps)}"
+                f"the {services.target.name} target cannot split traffic"
+                + (f" ({why})" if why else "")
+                + ": switching all new connections at once instead of the steps "
+                + str(list(policy.steps))
             )
             policy = replace(policy, steps=(100,))
         self.policy = policy
