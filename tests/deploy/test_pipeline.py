@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,7 @@ class World:
         self.audit_path = tmp_path / "audit.jsonl"
         self.audit = AuditLog(self.audit_path)
         self.events: list[Event] = []
+        self.metrics: Any = None
 
     def services(self) -> Services:
         return Services(
@@ -198,6 +199,7 @@ class World:
             clock=self.clock,
             wall=lambda: 1_700_000_000.0,
             sleep=self.clock.sleep,
+            metrics=self.metrics,
         )
 
     def pipeline(self, *, skip: tuple[str, ...] = (), force: bool = False,
@@ -220,7 +222,7 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
+def world(tmp_path: Path) -> Iterator[World]:
     w = World(tmp_path)
     yield w
     w.store.close()
@@ -660,7 +662,7 @@ class FakeMetrics:
 
 
 @pytest.fixture
-def canary_world(tmp_path: Path) -> World:
+def canary_world(tmp_path: Path) -> Iterator[World]:
     w = World(tmp_path)
     w.target = SplitTarget(w.clock)
     yield w
@@ -707,10 +709,10 @@ def test_failure_at_the_ten_percent_step_rolls_back(canary_world: World) -> None
 
 def test_worse_rates_on_the_candidate_roll_back_naming_both_rates(canary_world: World) -> None:
     w = canary_world
-    w.services = _with_metrics(w, FakeMetrics({
+    w.metrics = FakeMetrics({
         "http://r2.local": Counts(2, 0, 2, 2),   # every connection closed with 1011
         "http://r1.local": Counts(18, 0, 18, 0),
-    }))  # fmt: skip
+    })  # fmt: skip
     result = w.deploy(policy=CANARY)
     assert result.outcome == "rolled_back", result.reason
     assert "at the 10% step" in result.reason
@@ -721,27 +723,17 @@ def test_worse_rates_on_the_candidate_roll_back_naming_both_rates(canary_world: 
 
 def test_equal_rates_pass_and_the_record_names_both(canary_world: World) -> None:
     w = canary_world
-    w.services = _with_metrics(w, FakeMetrics({
+    w.metrics = FakeMetrics({
         "http://r2.local": Counts(2, 0, 2, 0), "http://r1.local": Counts(18, 0, 18, 0),
-    }))  # fmt: skip
+    })  # fmt: skip
     result = w.deploy(policy=CANARY)
     assert result.outcome == "promoted", result.reason
     assert "(new vs previous revision)" in result.record["canary"][-1]["detail"]
 
 
-def _with_metrics(w: World, metrics: FakeMetrics) -> Any:
-    base = w.services
-
-    def services() -> Services:
-        built = base()
-        built.metrics = metrics
-        return built
-
-    return services
-
-
 def test_a_failed_split_restores_the_previous_routing(canary_world: World) -> None:
     w = canary_world
+    assert isinstance(w.target, SplitTarget)
     w.target.fail_split = True
     result = w.deploy(policy=CANARY)
     assert result.outcome == "rolled_back"

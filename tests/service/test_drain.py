@@ -78,7 +78,7 @@ def test_a_client_token_can_never_drain(server: str) -> None:
     reply = drain(server, client)
     assert reply.status_code == 403 and reply.json()["error"] == "forbidden"
     # A client token that also names the drain audience is still not a drain token.
-    both = mint(SECRET, "alice", audience=["clients", DRAIN_AUDIENCE])
+    both = mint(SECRET, "alice", aud=["clients", DRAIN_AUDIENCE])
     assert drain(server, both).status_code == 403
     assert ready(server) == 200
 

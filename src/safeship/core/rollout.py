@@ -25,7 +25,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import IllegalTransition
-from .verdict import starting_phase
 from .rollout_events import (
     Action,
     Begin,
@@ -57,6 +56,7 @@ from .rollout_events import (
     TrafficFailed,
     TrafficSet,
 )
+from .verdict import starting_phase
 
 if TYPE_CHECKING:
     from ..config import DeployConfig
@@ -408,19 +408,20 @@ def _next_step(r: Rollout, now: float, policy: RolloutPolicy, why: str) -> Decis
         # Nothing else serves: there is no one to share new connections with.
         reason = f"{why}; first deploy, nothing to share traffic with: switching whole"
         return _decide(_move(r, P.SWITCHING, now, reason), Switch(candidate))
+    previous = r.previous
     if percent < 100:
-        assert r.previous is not None
+        assert previous is not None
         reason = f"{why}; sending {percent}% of new connections to {candidate}"
-        r = _move(r, P.SPLITTING, now, reason)
-        return _decide(r, SetTraffic(candidate, r.previous, percent))
+        return _decide(_move(r, P.SPLITTING, now, reason), SetTraffic(candidate, previous, percent))
     reason = f"{why}; switching traffic"
     return _decide(_move(r, P.SWITCHING, now, reason), Switch(candidate))
 
 
 def _traffic_set(r: Rollout, obs: TrafficSet, policy: RolloutPolicy) -> Decision:
-    assert r.candidate is not None
+    candidate = r.candidate
+    assert candidate is not None
     reason = (
-        f"{obs.percent}% of new connections on {r.candidate}; watching it on its own traffic "
+        f"{obs.percent}% of new connections on {candidate}; watching it on its own traffic "
         f"for {policy.watch_seconds:g}s"
     )
     changes = {
@@ -430,8 +431,8 @@ def _traffic_set(r: Rollout, obs: TrafficSet, policy: RolloutPolicy) -> Decision
     }
     r = _move(r, P.CANARY, obs.now, reason, **changes, **_FRESH)
     if policy.watch_seconds <= 0:
-        return _next_step(r, obs.now, policy, f"{r.candidate} at {obs.percent}% (no watch window)")
-    return _decide(r, ProbeCanary(r.candidate, after=0.0))
+        return _next_step(r, obs.now, policy, f"{candidate} at {obs.percent}% (no watch window)")
+    return _decide(r, ProbeCanary(candidate, after=0.0))
 
 
 def _traffic_failed(r: Rollout, obs: TrafficFailed, policy: RolloutPolicy) -> Decision:

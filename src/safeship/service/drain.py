@@ -117,7 +117,9 @@ class DrainEndpoint:
             return _deny(401, "invalid_token", exc.message)
         checked = self._verify(token)
         if isinstance(checked, Response):
-            logger.warning("drain request refused: %s", checked.body.decode(errors="replace"))
+            logger.warning(
+                "drain request refused: %s", bytes(checked.body).decode(errors="replace")
+            )
             return checked
         window = self.startup.drain_seconds
         if self._task is None:
