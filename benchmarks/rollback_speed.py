@@ -15,11 +15,17 @@ resuming when drained (the reference backend and ``AgentClient``).
   while it has 10 % of new connections, and is judged on its own traffic. Goal: failed
   connections <= 10 % of scenario 2's (the full switch, same load, same run).
 
+``--target cloudrun``: the same three (CR-1..3) with ``safeship deploy --target cloudrun`` on the
+loopback fake of the Cloud Run Admin API v2 (``_rollback_cloudrun.py``), plus the time until the
+drained revision's WebSockets are all closed (Cloud Run alone keeps them until the request
+timeout). The fake's own operation delay (``--op-delay``) is printed apart; the rollback goal
+(<= 3 s) is without it.
+
 Next to these, what Flagger's defaults (interval x threshold = 60 s to detect) and Kubernetes
 probes (period x failureThreshold = 30 s to detect, and no rollback) would let through at the
 same load: RATE x detection time.
 
-    .venv/bin/python benchmarks/rollback_speed.py [--rate 20] [--fault-after 5] [--target kubernetes]
+    .venv/bin/python benchmarks/rollback_speed.py [--rate 20] [--fault-after 5] [--target kubernetes|cloudrun [--op-delay 0.5]]
 """
 
 from __future__ import annotations
@@ -190,17 +196,34 @@ async def _main(args: argparse.Namespace) -> None:
             await project.down()
 
 
+async def _cloudrun(args: argparse.Namespace) -> None:
+    from _rollback_cloudrun import run_cloudrun
+
+    with tempfile.TemporaryDirectory(prefix="safeship-bench-") as tmp:
+        await run_cloudrun(args, _deploy_settings(), secrets.token_urlsafe(40), Path(tmp))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=20.0, help="connects per second")
     parser.add_argument("--fault-after", type=float, default=5.0, help="seconds after the switch")
     parser.add_argument(
         "--target",
-        choices=["local", "kubernetes"],
+        choices=["local", "kubernetes", "cloudrun"],
         default="local",
-        help="local (scenarios 1-3), or kubernetes: the bad revision on kmock + the tests' harness",
+        help="local (scenarios 1-3), kubernetes: the bad revision on kmock + the tests' harness, "
+        "or cloudrun: scenarios CR-1..3 on the loopback fake of the Cloud Run Admin API",
+    )
+    parser.add_argument(
+        "--op-delay",
+        type=float,
+        default=0.5,
+        help="cloudrun: seconds each operation of the fake takes (printed apart)",
     )
     args = parser.parse_args()
+    if args.target == "cloudrun":
+        asyncio.run(asyncio.wait_for(_cloudrun(args), DEADLINE_S * 2))
+        return
     if args.target == "kubernetes":
         from _rollback_k8s import run_kubernetes
 
