@@ -462,7 +462,7 @@ SAMPLES: list[Observation] = [
     TrafficSet(1, 10),
     TrafficFailed(1, "x"),
 ]
-ACCEPTED = {
+ACCEPTED: dict[RolloutPhase, set[type]] = {
     P.PENDING: {Begin},
     P.GATING: {GatesDone},
     P.STARTING: {RevisionStarted, RevisionFailed},
