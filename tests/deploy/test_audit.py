@@ -57,11 +57,12 @@ def test_default_actor_is_user_at_host(tmp_path: Path) -> None:
     assert re.fullmatch(r"[^@\s]+@[^@\s]+", entry["who"])
 
 
-def test_missing_log_is_empty_and_valid(tmp_path: Path) -> None:
+def test_missing_log_reads_empty_but_fails_verification(tmp_path: Path) -> None:
     path = tmp_path / "none.jsonl"
     assert AuditLog(path).entries() == []
     result = verify(path)
-    assert result.ok and result.entries == 0 and result.head is None
+    assert not result.ok and result.entries == 0 and result.head is None
+    assert result.problems == [f"no audit log at {path}"]
 
 
 def test_edited_line_is_named(tmp_path: Path) -> None:
@@ -121,7 +122,11 @@ def test_truncated_last_line_is_named_and_blocks_appends(tmp_path: Path) -> None
     path.write_bytes(data[:-20])
     result = verify(path)
     assert not result.ok
-    assert result.problems == ["line 3: truncated (the last line is incomplete)"]
+    assert result.problems == [
+        "line 3: truncated (the last line is incomplete)",
+        "the log ends at seq 2, but the state store anchors seq 3 "
+        "(entries were removed from the end)",
+    ]
     with pytest.raises(AuditError, match="incomplete line"):
         log.append("forced", {})
 

@@ -1,10 +1,20 @@
-"""The tamper-evident audit log: append-only JSON lines chained by SHA-256.
+"""The tamper-evident audit log: append-only JSON lines chained by SHA-256, keyed and anchored.
 
 Each line is one object ``{"seq", "ts", "who", "event", "what", "why", "prev", "hash"}``.
-``hash`` is the SHA-256 of the canonical JSON of the entry without ``hash``; ``prev`` is the
-``hash`` of the line before (64 zeros for the first). Editing, deleting or reordering a line
-breaks the chain at a line that ``verify`` names. Dropping whole entries from the end cannot
-be detected from the file alone: anchor the head hash that ``verify`` reports elsewhere.
+``hash`` is the SHA-256 of the canonical JSON of the entry without ``hash`` (and ``mac``);
+``prev`` is the ``hash`` of the line before (64 zeros for the first). Editing, deleting or
+reordering a line breaks the chain at a line that ``verify`` names.
+
+A plain hash chain can be recomputed by whoever can write the file, so two more defences:
+
+- **Key.** With ``SAFESHIP_AUDIT_KEY`` set (from the secret store, never in the state
+  directory), each entry also carries ``mac``, HMAC-SHA256 of its ``hash`` under the key;
+  ``verify`` with the key refuses an entry without a valid one, so a rewritten history with
+  recomputed hashes, or a forged entry, fails.
+- **Anchor.** Every append records ``(seq, hash)`` of the new head in the state store
+  (``state.db`` beside the log); ``verify`` fails when the log ends before the anchored entry
+  or that entry's hash differs (the tail was truncated or rewritten), and when the log is
+  missing.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import getpass
 import hashlib
+import hmac
 import json
 import os
 import socket
@@ -25,6 +36,7 @@ from ..config import Manifest
 from ..errors import AuditError
 
 __all__ = [
+    "AUDIT_KEY_ENV",
     "GENESIS",
     "AuditLog",
     "AuditVerification",
@@ -34,6 +46,7 @@ __all__ = [
 ]
 
 GENESIS = "0" * 64
+AUDIT_KEY_ENV = "SAFESHIP_AUDIT_KEY"
 _FIELDS = ("seq", "ts", "who", "event", "what", "why", "prev", "hash")
 
 
@@ -43,10 +56,50 @@ def audit_path(manifest: Manifest) -> Path:
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of ``entry`` minus ``hash``."""
-    body = {k: v for k, v in entry.items() if k != "hash"}
+    """SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of ``entry`` minus
+    ``hash`` and ``mac``."""
+    body = {k: v for k, v in entry.items() if k not in ("hash", "mac")}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def entry_mac(entry_hash: str, key: str) -> str:
+    """HMAC-SHA256 of an entry's ``hash`` under the audit key."""
+    return hmac.new(key.encode("utf-8"), entry_hash.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def _key(environ: Mapping[str, str]) -> str | None:
+    return environ.get(AUDIT_KEY_ENV, "").strip() or None
+
+
+def _state_db(log: Path) -> Path:
+    return log.parent / "state.db"
+
+
+def _anchor_key(log: Path) -> str:
+    return str(log.resolve())
+
+
+def _anchor(log: Path, seq: int, head: str) -> None:
+    from .state import StateStore
+
+    try:
+        with StateStore(_state_db(log)) as store:
+            store.set_audit_head(_anchor_key(log), seq, head)
+    except Exception as exc:
+        raise AuditError(
+            f"the entry was written, but its anchor in {_state_db(log)} was not: {exc}",
+            hint="check that the state directory is writable",
+        ) from None
+
+
+def _anchored(log: Path) -> tuple[int, str] | None:
+    from .state import StateStore
+
+    if not _state_db(log).exists():
+        return None
+    with StateStore(_state_db(log)) as store:
+        return store.audit_head(_anchor_key(log))
 
 
 def _actor(environ: Mapping[str, str]) -> str:
@@ -122,9 +175,14 @@ class AuditLog:
                 "prev": prev,
             }
             entry["hash"] = entry_hash(entry)
+            key = _key(self._environ)
+            if key is not None:
+                entry["mac"] = entry_mac(entry["hash"], key)
             line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
             os.write(fd, line.encode("utf-8"))
             os.fsync(fd)
+            # Still under the lock, so anchors advance in the order of the lines.
+            _anchor(self.path, entry["seq"], entry["hash"])
         except OSError as exc:
             raise AuditError(f"cannot write audit log {self.path}: {exc.strerror}") from None
         finally:
@@ -206,16 +264,30 @@ class AuditVerification:
         }
 
 
-def verify(path: Path | str) -> AuditVerification:
+def verify(
+    path: Path | str, *, key: str | None = None, environ: Mapping[str, str] | None = None
+) -> AuditVerification:
     """Check the whole chain and name every broken line.
 
     Detects an edited line (its hash no longer matches), a deleted or reordered line (a gap
     or step back in ``seq``, or ``prev`` not matching the line before), invalid JSON and a
-    truncated last line. A missing file is an empty, valid log.
+    truncated last line; with the audit key (``key``, default ``$SAFESHIP_AUDIT_KEY``), an
+    entry without a valid ``mac`` (a rewritten or forged history); against the anchor in the
+    state store, a log that ends early or whose anchored entry changed. A missing file fails.
     """
     path = Path(path)
+    key = key if key is not None else _key(os.environ if environ is None else environ)
     result = AuditVerification(ok=True, entries=0, path=str(path))
+    try:
+        anchor = _anchored(path)
+    except Exception as exc:
+        result.ok = False
+        result.problems.append(f"cannot read the anchor in {_state_db(path)}: {exc}")
+        return result
     if not path.exists():
+        result.ok = False
+        anchored = f" (the state store anchors {anchor[0]} entries)" if anchor else ""
+        result.problems.append(f"no audit log at {path}{anchored}")
         return result
     try:
         raw = path.read_bytes()
@@ -248,6 +320,20 @@ def verify(path: Path | str) -> AuditVerification:
             continue
         if entry_hash(entry) != entry["hash"]:
             problems.append(f"line {number}: hash mismatch (the entry was edited)")
+        if key is not None and not (
+            isinstance(entry.get("mac"), str)
+            and isinstance(entry["hash"], str)
+            and hmac.compare_digest(entry["mac"], entry_mac(entry["hash"], key))
+        ):
+            problems.append(
+                f"line {number}: no valid mac under the audit key (the entry was forged, or "
+                "the history rewritten)"
+            )
+        if anchor is not None and entry.get("seq") == anchor[0] and entry["hash"] != anchor[1]:
+            problems.append(
+                f"line {number}: seq {anchor[0]} is not the entry the state store anchored "
+                "(the history was rewritten)"
+            )
         seq = entry["seq"]
         if not isinstance(seq, int) or seq != prev_seq + 1:
             if isinstance(seq, int) and seq <= prev_seq:
@@ -268,6 +354,11 @@ def verify(path: Path | str) -> AuditVerification:
         prev_seq = seq if isinstance(seq, int) else prev_seq + 1
         if is_last and truncated:
             problems.append(f"line {number}: truncated (the last line has no newline)")
+    if anchor is not None and prev_seq < anchor[0]:
+        problems.append(
+            f"the log ends at seq {prev_seq}, but the state store anchors seq {anchor[0]} "
+            "(entries were removed from the end)"
+        )
     result.ok = not problems
     result.head = prev_hash if result.entries else None
     return result

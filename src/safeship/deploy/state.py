@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS front (
     id INTEGER PRIMARY KEY CHECK (id = 1), host TEXT, port INTEGER, pid INTEGER,
     pid_start INTEGER, control TEXT, active TEXT, updated REAL
 );
+CREATE TABLE IF NOT EXISTS audit_head (
+    path TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS deploys (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, pid INTEGER, pid_start INTEGER,
     status TEXT NOT NULL, started REAL NOT NULL, ended REAL, revision TEXT, previous TEXT,
@@ -145,6 +148,24 @@ class StateStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    # -- the audit log's anchor ------------------------------------------------------------
+
+    def audit_head(self, path: str) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the last entry appended to the audit log at ``path``."""
+        row = self._db.execute(
+            "SELECT seq, hash FROM audit_head WHERE path = ?", (path,)
+        ).fetchone()
+        return (int(row["seq"]), str(row["hash"])) if row is not None else None
+
+    def set_audit_head(self, path: str, seq: int, hash: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO audit_head (path, seq, hash) VALUES (?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET seq = excluded.seq, hash = excluded.hash "
+                "WHERE excluded.seq > audit_head.seq",
+                (path, seq, hash),
+            )
 
     # -- revisions ------------------------------------------------------------------------
 
