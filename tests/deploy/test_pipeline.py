@@ -686,6 +686,9 @@ def test_canary_steps_split_then_switch_then_drain(canary_world: World) -> None:
     } == {"http://r2.local"}
     names = [s["name"] for s in record["steps"]]
     assert names.index("verify") < names.index("canary") < names.index("switch")
+    # One step per canary step, each saying how it ended.
+    canaries = [s["detail"] for s in record["steps"] if s["name"] == "canary"]
+    assert canaries == ["r2 was clean at 10%", "r2 was clean at 50%"]
 
 
 def test_failure_at_the_ten_percent_step_rolls_back(canary_world: World) -> None:

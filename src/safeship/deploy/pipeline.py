@@ -324,10 +324,14 @@ class Pipeline:
         )
         if last != str(rollout.phase):
             old = _PHASE_STEPS.get(P(last)) if last else None
+            new = _PHASE_STEPS.get(rollout.phase)
+            # Splitting and its watch are one step; each canary step is a step of its own.
+            if old == new and rollout.phase is not P.SPLITTING:
+                rec.save()
+                return
             if old and rec.is_open(old):
                 status = self._status_after(rollout.phase)
                 rec.end(old, status, self._end_detail(old, status, decision))
-            new = _PHASE_STEPS.get(rollout.phase)
             if new and not rec.is_open(new):
                 rec.begin(new, self._begin_detail(new, rollout))
         rec.save()
@@ -339,7 +343,7 @@ class Pipeline:
             "start": f"{self.request.source}, with no traffic",
             "verify": f"{candidate}: readiness, then {policy.verify_probes} authenticated "
             f"WebSocket probes in a row (deadline {policy.ready_timeout:g}s)",
-            "canary": f"{self._shares()} of new connections to {candidate}, each step watched "
+            "canary": f"{self._next_share(rollout)}% of new connections to {candidate}, judged "
             f"on its own traffic for {policy.watch_seconds:g}s",
             "switch": f"new connections to {candidate}",
             "watch": f"a probe through the live URL every {policy.watch_interval:g}s "
@@ -363,14 +367,14 @@ class Pipeline:
         if step == "switch":
             return f"new connections go to {decision.rollout.candidate}"
         if step == "canary":
-            return f"{decision.rollout.candidate} was clean at {self._shares()}"
+            return f"{decision.rollout.candidate} was clean at {decision.rollout.percent}%"
         if step == "rollback":
             previous = decision.rollout.previous
             return f"new connections go to {previous}" if previous else "nothing serves"
         return decision.reason
 
-    def _shares(self) -> str:
-        return ", ".join(f"{p}%" for p in self.policy.steps if p < 100)
+    def _next_share(self, rollout: Rollout) -> int:
+        return next((p for p in self.policy.steps if p > rollout.percent), 100)
 
     def _status_after(self, phase: RolloutPhase) -> str:
         if self._interrupted_step:
