@@ -51,3 +51,68 @@ def test_impossible_thresholds_name_the_key(tmp_path: Path):
     write_manifest(tmp_path, "http://127.0.0.1:9", "window = 2", "failures = 3")
     code, _, err = run(tmp_path, "monitor", "--once")
     assert code == 2 and "monitor" in err and "failures" in err
+
+
+def test_the_long_running_monitor_alerts_serves_and_stops_on_sigterm(service, tmp_path: Path):
+    """``safeship monitor`` as a process: an auth incident with its fingerprints, a JSON
+    notification, the analysis endpoint, and a clean stop on SIGTERM."""
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import httpx
+
+    from safeship.testing import scaled, wait_until
+
+    received: list[dict] = []
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hooks = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    write_manifest(tmp_path, service.url, secret_file=OTHER_SECRET)
+    env = {**os.environ, "SAFESHIP_NOTIFY_URLS": f"json://127.0.0.1:{hooks.server_address[1]}/h"}
+    safeship = str(Path(sys.executable).parent / "safeship")
+    proc = subprocess.Popen(
+        [safeship, "monitor", "--json"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+
+    def next_event(kind: str) -> dict:
+        while True:
+            event = json.loads(lines.get(timeout=scaled(20)))
+            if event["event"] == kind:
+                return event
+
+    try:
+        started = next_event("started")
+        assert started["endpoints"] == ["test"] and started["notify"].startswith("1 URL(s)")
+        opened = next_event("incident_opened")
+        assert opened["class"] == "auth" and "fingerprint" in opened["explanation"]
+        reply = httpx.get(started["listen"] + "/analysis/test", timeout=5)
+        assert reply.status_code == 503 and reply.json()["phase"] == "Failed"
+        wait_until(lambda: received, timeout=10, what="the notification")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(scaled(15)) == 0
+        assert next_event("stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hooks.shutdown()
+    assert [m["title"] for m in received] == ["safeship: incident opened (test)"]
+    assert "see more: safeship diagnose --env test" in received[0]["message"]
+    assert OTHER_SECRET not in json.dumps(received)
