@@ -25,6 +25,7 @@ from safeship.config import KubernetesConfig, Manifest, load_manifest
 from safeship.deploy.operations import deploy
 from safeship.deploy.pipeline import DeployRequest
 from safeship.deploy.targets import (
+    Lifecycle,
     RevisionSpec,
     RevisionStatus,
     Target,
@@ -365,7 +366,11 @@ def test_a_deploy_killed_mid_start_is_found_by_a_fresh_target_from_the_api(tmp_p
             assert {r.id for r in state.revisions} == {"r1", "r2"}
             assert not state.revision("r2").traffic
             assert await answers(state.front_url or "")
-            await fresh.stop("r2", drain_seconds=0)
+            assert isinstance(fresh, Lifecycle)
+            [said] = await fresh.recover()  # the killed process started r2: it is deleted
+            assert said.startswith("r2: started by pid ") and said.endswith("deleted")
+            assert {r.id for r in (await fresh.state()).revisions} == {"r1"}
+            assert await fresh.recover() == []  # r1 serves: never touched
             assert (await fresh.start(spec("agent:good"))).id == "r3"
             for target_ in (target, fresh):
                 target_.close()

@@ -47,6 +47,9 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_CREATED = "safeship.dev/created"
 ANNOTATION_TRAFFIC = "safeship.dev/traffic"
 ANNOTATION_LAST = "safeship.dev/last-revision"
+ANNOTATION_OWNER = "safeship.dev/started-by"
+"""``HOST/PID/START``: the process that started the revision, so a later command on the same
+host can tell a revision left behind by a killed deploy from one a running deploy verifies."""
 # Reasons a container waits with that mean it will not start without a change.
 _STUCK = frozenset(
     {
@@ -107,7 +110,11 @@ def _probe(workload: Workload, path: str, period: int, failures: int) -> dict[st
 
 
 def deployment(
-    workload: Workload, revision: str | None, *, created: float | None = None
+    workload: Workload,
+    revision: str | None,
+    *,
+    created: float | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """The Deployment ``SVC-rN`` (labels ``app=SVC, revision=rN``), one container; with no
     revision, the Deployment ``SVC`` for teams that roll out with their own tools."""
@@ -133,6 +140,8 @@ def deployment(
     if workload.secret:
         container["envFrom"] = [{"secretRef": {"name": workload.secret}}]
     annotations = {} if created is None else {ANNOTATION_CREATED: f"{created:.3f}"}
+    if owner is not None:
+        annotations[ANNOTATION_OWNER] = owner
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ... import procs
 from ...errors import TargetError
 from . import k8s_manifests as m
 from .base import Revision, RevisionSpec, RevisionStatus, StartFailure, TargetState
@@ -168,7 +170,7 @@ class KubernetesTarget:
         await self._call(
             "POST",
             self._path(_APPS, "deployments"),
-            m.deployment(workload, revision, created=created),
+            m.deployment(workload, revision, created=created, owner=_owner()),
         )
         try:
             await self._call("POST", self._path(_CORE, "services"), m.service(workload, revision))
@@ -363,6 +365,54 @@ class KubernetesTarget:
                 f"revision={revision_id}",
             )
 
+    # -- Lifecycle ------------------------------------------------------------------------
+
+    async def recover(self) -> list[str]:
+        """Delete the revisions a killed command left behind: never given traffic, not
+        serving, and started by a process of this host that is gone. Revisions started on
+        another host are only named (their process cannot be checked from here)."""
+        state = await self.state()
+        deployments = await self._list(_APPS, "deployments", app=self.service)
+        owners = {
+            (d["metadata"].get("labels") or {}).get(m.LABEL_REVISION): (
+                d["metadata"].get("annotations") or {}
+            ).get(m.ANNOTATION_OWNER)
+            for d in deployments
+        }
+        done: list[str] = []
+        for revision in state.revisions:
+            owner = owners.get(revision.id)
+            if revision.traffic or revision.id == state.serving or not owner:
+                continue
+            host, _, process = owner.partition("/")
+            if host != socket.gethostname():
+                done.append(
+                    f"{revision.id} was started by {owner} on another host and never given "
+                    f"traffic; left alone (`safeship` there cleans it up, or delete "
+                    f"deployment {self.service}-{revision.id})"
+                )
+                continue
+            pid, _, start = process.partition("/")
+            ref = procs.ProcessRef(int(pid), int(start) if start.isdigit() else None)
+            if pid.isdigit() and not procs.is_alive(ref):
+                await self.stop(revision.id, drain_seconds=0)
+                done.append(
+                    f"{revision.id}: started by pid {pid}, which is gone, and never given "
+                    "traffic; deleted"
+                )
+        return done
+
+    async def down(self, *, drain_seconds: float = 0.0) -> list[str]:
+        """Point the stable Service at nothing, then stop every revision."""
+        done: list[str] = []
+        if await self._get(self._path(_CORE, "services", self.service)) is not None:
+            await self._select("")
+            done.append(f"the Service {self.service} selects no revision")
+        for revision in (await self.state()).revisions:
+            await self.stop(revision.id, drain_seconds=drain_seconds)
+            done.append(f"stopped {revision.id}")
+        return done
+
     async def _remove(self, revision: str) -> None:
         name = f"{self.service}-{revision}"
         await self._delete(self._path(_APPS, "deployments", name))
@@ -443,3 +493,8 @@ class KubernetesGatewayTarget(KubernetesTarget):
                 f"the HTTPRoute {name} does not hold the weights that were written",
                 hint=f"kubectl -n {self.namespace} get httproute {name} -o yaml",
             )
+
+
+def _owner() -> str:
+    me = procs.ProcessRef.current()
+    return f"{socket.gethostname()}/{me.pid}/{me.start_time or ''}"
