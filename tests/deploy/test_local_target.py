@@ -18,8 +18,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from safeship.config import DeployConfig, Manifest
 from safeship import procs
+from safeship.config import DeployConfig, Manifest
 from safeship.deploy.front import request
 from safeship.deploy.targets import (
     Lifecycle,
@@ -412,5 +412,34 @@ def test_custom_command_gets_port_host_and_snapshot(target: LocalTarget, project
         revision = await target.start(custom)
         assert revision.status == RevisionStatus.RUNNING
         assert (await get(revision.url)).json()["revision"] == revision.id
+
+    asyncio.run(scenario())
+
+
+def test_split_sends_a_share_of_new_connections_then_a_switch_or_stop_ends_it(
+    target: LocalTarget, project: Path
+) -> None:
+    async def scenario() -> None:
+        r1 = await target.start(spec(project))
+        await target.switch(r1.id)
+        write_app(project, "two")
+        r2 = await target.start(spec(project))
+        front = await front_url(target)
+        with pytest.raises(TargetError, match=r"1\.\.99 percent"):
+            await target.split(r2.id, r1.id, 100)
+        with pytest.raises(TargetError, match="r2 is not the serving revision"):
+            await target.split(r1.id, r2.id, 10)
+
+        await target.split(r2.id, r1.id, 20)
+        landed = [(await get(front)).json()["revision"] for _ in range(10)]
+        assert landed.count("r2") == 2 and landed.count("r1") == 8
+        state = await target.state()
+        assert state.serving == "r1"  # the previous revision still serves the rest
+        assert any("20% of new connections" in p for p in state.problems)
+        assert state.revision("r2") is not None and state.revision("r2").traffic  # type: ignore[union-attr]
+
+        await target.stop(r2.id, drain_seconds=0)  # a stopped canary gets nothing more
+        assert {(await get(front)).json()["revision"] for _ in range(5)} == {"r1"}
+        assert (await target.state()).problems == ()
 
     asyncio.run(scenario())
