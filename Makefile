@@ -9,7 +9,8 @@ PIP_QUIET := --quiet --disable-pip-version-check
 
 # The compatibility matrix: the service library's tests (what `pip install safeship` ships)
 # run again in two venvs, against the oldest supported versions (.ci/constraints-oldest.txt)
-# and the newest. Each venv is rebuilt only when what it is built from changes.
+# and the newest. Each venv is rebuilt when what it is built from changes (the newest also
+# once a day).
 OLDEST := .venv-oldest
 NEWEST := .venv-newest
 UV := $(BIN)/python -m uv
@@ -40,7 +41,10 @@ $(NEWEST)/.installed: $(STAMP) $(MATRIX_INPUTS)
 	@$(UV) pip install --quiet --python $(NEWEST)/bin/python --upgrade -e . -r .ci/matrix-tests.txt
 	@touch $@
 
-matrix: $(OLDEST)/.installed $(NEWEST)/.installed
+matrix: $(STAMP)
+	@# "Newest" goes stale: rebuild it when its stamp is more than a day old.
+	@find $(NEWEST)/.installed -mtime +0 -delete 2>/dev/null || true
+	@$(MAKE) --no-print-directory --silent $(OLDEST)/.installed $(NEWEST)/.installed
 	@for venv in $(OLDEST) $(NEWEST); do \
 	  echo "== service library tests in $$venv:" \
 	    "$$($$venv/bin/python -c 'import fastapi, starlette, pydantic; print("fastapi", fastapi.__version__, "starlette", starlette.__version__, "pydantic", pydantic.VERSION)')"; \
