@@ -76,7 +76,7 @@ class Cluster(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         for resource, kind in RESOURCES.items():
-            self.resources[resource] = {"namespaced": True, "kind": kind}
+            self.resources[resource] = kmock.ResourceInfo(namespaced=True, kind=kind)
 
     def forbid(self, verb: str, resource: str) -> None:
         """Answer 403 to ``verb`` (get, list, create, patch, delete) on ``resource``
@@ -96,13 +96,14 @@ class Cluster(kmock.KubernetesEmulator):
                     f'{verb} resource "{res.plural}" in API group "{res.group}" in the '
                     f'namespace "{request.namespace}"'
                 )
-                status = {"kind": "Status", "apiVersion": "v1", "status": "Failure"}
-                status |= {"message": message, "reason": "Forbidden", "code": 403}
+                status: dict[str, Any] = {"kind": "Status", "apiVersion": "v1"}
+                status |= {"status": "Failure", "message": message, "reason": "Forbidden"}
+                status["code"] = 403
                 return aiohttp.web.json_response(status, status=403)
         return await super()._handle(request)
 
     async def _serve_list(self, request: kmock.Request) -> Any:
-        answer = await super()._serve_list(request)
+        answer: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]
         wanted = [
             tuple(part.split("=", 1))
             for part in request.params.get("labelSelector", "").split(",")
@@ -442,8 +443,8 @@ class Harness:
                 await self._api("POST", base, body)
             self._slices[key] = body
         live = {(s["metadata"].get("namespace", "ns"), s["metadata"]["name"]) for s in services}
-        for key in [k for k in self._proxies if k not in live]:
-            server, _ = self._proxies.pop(key)
+        for gone in [k for k in self._proxies if k not in live]:
+            server, _ = self._proxies.pop(gone)
             server.close()
 
     async def _node_port(self, namespace: str, name: str, svc: dict[str, Any]) -> None:

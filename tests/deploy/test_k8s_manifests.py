@@ -89,7 +89,7 @@ def test_a_crash_without_the_line_says_its_last_line_and_how_to_see_more():
     failure = m.start_failure([crashed("Traceback...\nImportError: boom", code=1)])
     assert failure is not None and failure.error == "CrashLoopBackOff: ImportError: boom"
     assert failure.hint == "kubectl -n prod logs agent-r3-x --previous"
-    running = {"status": {"containerStatuses": [{"state": {"running": {}}}]}}
+    running: dict = {"status": {"containerStatuses": [{"state": {"running": {}}}]}}
     assert m.start_failure([running]) is None
 
 

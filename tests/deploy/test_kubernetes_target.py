@@ -387,7 +387,7 @@ def test_canary_steps_need_a_gateway_route(tmp_path):
             one = await target.start(spec("agent:good"))
             with pytest.raises(TargetError, match="HTTPRoute agent does not exist"):
                 await target.switch(one.id)
-            route = {
+            route: dict[str, Any] = {
                 "apiVersion": "gateway.networking.k8s.io/v1",
                 "kind": "HTTPRoute",
                 "metadata": {"name": "agent", "namespace": NS},
