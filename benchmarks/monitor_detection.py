@@ -333,7 +333,7 @@ def cost(backend: int, seconds: float, envs: int = 10) -> dict[str, float]:
                 proc.wait(10)
             if proc.poll() is None:
                 proc.kill()
-        out = proc.stdout.read().decode() if proc.stdout else ""  # type: ignore[union-attr]
+        out = proc.stdout.read().decode() if proc.stdout else ""
         probes = out.count('"event": "probe"')
         used = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         half = len(rss) // 2

@@ -197,18 +197,19 @@ def test_which_deploy_events_notify(event: Event, kind: str | None):
 
 
 def test_a_blocked_deploy_names_the_gate_s_finding():
+    finding = "agents/history.py:12: F821: undefined name 'DatabaseSessionManager'"
     record = {
         "candidate": None,
         "gates": [
             {"gate": "secrets", "status": "passed", "top": []},
             {"gate": "static", "status": "failed",
-             "top": ["agents/history.py:12: F821: undefined name 'DatabaseSessionManager'"]},
+             "top": [finding]},
         ],
     }  # fmt: skip
     event = Event("outcome", "failed", "failed", 2, "gates failed: static", data=record)
     notice = deploy_notice(event, "s")
     assert notice is not None and notice.kind == "blocked"
-    assert notice.cause == "gate static: " + record["gates"][1]["top"][0]
+    assert notice.cause == f"gate static: {finding}"
 
 
 def test_a_resolution_names_no_diagnose_but_a_check():

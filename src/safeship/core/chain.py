@@ -322,14 +322,16 @@ def error_id(text: str) -> str | None:
 def _stuck_links(facts: Facts) -> _Result | None:
     """The backend's own health: not ready -> stuck in phase X for N s."""
     health = facts.revision_health or {}
-    body = health.get("body") if isinstance(health.get("body"), Mapping) else {}
+    raw_body = health.get("body")
+    body: Mapping[str, Any] = raw_body if isinstance(raw_body, Mapping) else {}
     startup = facts.revision_startup or {}
-    snapshot = startup.get("body") if isinstance(startup.get("body"), Mapping) else {}
-    status = (snapshot or body or {}).get("status")
-    if status != "starting":
+    raw = startup.get("body")
+    snapshot: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    known = snapshot or body
+    if known.get("status") != "starting":
         return None
     name = _revision_name(facts)
-    phase = (snapshot or body).get("phase")
+    phase = known.get("phase")
     links = [
         Link(
             f"{name} is not ready: /health/ready answers {health.get('status', '?')} "
@@ -338,7 +340,7 @@ def _stuck_links(facts: Facts) -> _Result | None:
             {"body": dict(body or {})},
         )
     ]
-    stuck_for, timeout = _phase_age(snapshot or {}, facts.now)
+    stuck_for, timeout = _phase_age(snapshot, facts.now)
     if stuck_for is not None:
         over = f" (its timeout is {timeout:g} s)" if timeout is not None else ""
         links.append(

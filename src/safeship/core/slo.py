@@ -26,9 +26,10 @@ import bisect
 import math
 from array import array
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "BurnAlert",
@@ -449,7 +450,7 @@ class ProbeTracker:
         recent = sum(self.tracks[c].failures for c in (CheckClass.AVAILABILITY, CheckClass.AUTH))
         return environment_health(self.open_incidents(), recent, bool(self.burn_alerts(now)))
 
-    def summary(self, now: float) -> Mapping[str, object]:
+    def summary(self, now: float) -> dict[str, Any]:
         """The tracker's state as plain data (the analysis endpoint's ``checks``)."""
         rates = self.burn_rates(now)
         return {

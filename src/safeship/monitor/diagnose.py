@@ -87,7 +87,7 @@ async def gather(
     jobs: list[Any] = [prober.probe(endpoint) for _ in range(_PROBES)]
     jobs.append(evidence.fetch_json(f"{endpoint.base_url}{prefix}/ready", timeout))
     revision_url = revision.get("url") if revision else None
-    if revision_url and revision.get("status") == "running":
+    if revision_url and revision is not None and revision.get("status") == "running":
         jobs.append(evidence.fetch_json(f"{revision_url}{prefix}/ready", timeout))
         jobs.append(evidence.fetch_json(f"{revision_url}{prefix}/startup", timeout))
     results = await asyncio.gather(*jobs)

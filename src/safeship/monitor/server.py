@@ -98,7 +98,7 @@ class MonitorServer:
         )
         server = uvicorn.Server(config)
         # Signals are the CLI's to handle (Ctrl-C stops the whole monitor, not just this).
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._server = server
         self._socket = sock
         self._task = asyncio.create_task(server.serve(sockets=[sock]))
