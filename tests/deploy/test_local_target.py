@@ -436,7 +436,8 @@ def test_split_sends_a_share_of_new_connections_then_a_switch_or_stop_ends_it(
         state = await target.state()
         assert state.serving == "r1"  # the previous revision still serves the rest
         assert any("20% of new connections" in p for p in state.problems)
-        assert state.revision("r2") is not None and state.revision("r2").traffic  # type: ignore[union-attr]
+        canary = state.revision("r2")
+        assert canary is not None and canary.traffic
 
         await target.stop(r2.id, drain_seconds=0)  # a stopped canary gets nothing more
         assert {(await get(front)).json()["revision"] for _ in range(5)} == {"r1"}
