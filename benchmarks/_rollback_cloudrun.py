@@ -64,7 +64,7 @@ class CloudRunBench:
     def __enter__(self) -> CloudRunBench:
         self.fake.__enter__()
         self.fake.secrets["jwt-test"] = self.project.secret
-        env = [
+        env: list[dict[str, Any]] = [
             {"name": "SAFESHIP_ENV", "value": "test"},
             {
                 "name": "JWT_SECRET_TEST",

@@ -275,7 +275,7 @@ class FakeCloudRun:
             or f"{service.name.rsplit('/', 1)[1]}-{next(self._ids):05d}-auto"
         )
         traffic = [
-            dict(t, type=_TYPES.get(t.get("type"), t.get("type")))
+            dict(t, type=_TYPES.get(str(t.get("type")), t.get("type")))
             for t in body.get("traffic") or service.traffic
         ]
         new = name not in self.revisions

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-run_v2 = pytest.importorskip("google.cloud.run_v2")
+pytest.importorskip("google.cloud.run_v2")
 
-from google.api_core import exceptions as api  # noqa: E402
+from google.api_core import exceptions as api
+from google.cloud import run_v2
 
-from safeship.deploy.targets.base import RevisionStatus  # noqa: E402
-from safeship.deploy.targets.cloudrun_plan import (  # noqa: E402
+from safeship.deploy.targets.base import RevisionStatus
+from safeship.deploy.targets.cloudrun_plan import (
     Place,
     api_error,
     container_env,
@@ -21,7 +22,7 @@ from safeship.deploy.targets.cloudrun_plan import (  # noqa: E402
     traffic_of,
     with_traffic,
 )
-from safeship.errors import TargetError  # noqa: E402
+from safeship.errors import TargetError
 
 NAME = "projects/p/locations/europe-west1/services/api"
 PLACE = Place("p", "europe-west1", "api")
@@ -135,11 +136,9 @@ def test_state_serves_the_largest_share_and_names_traffic_to_a_missing_revision(
     state = read_state("cloudrun", current, revisions)
     assert state.serving == "api-r1"
     assert state.front_url == "https://api-xyz.a.run.app"
-    assert state.revision("api-r2").url == "https://r2---api-xyz.a.run.app"
-    assert (
-        state.revision("api-r2").traffic
-        and state.revision("api-r2").status is RevisionStatus.RUNNING
-    )
+    second = state.revision("api-r2")
+    assert second is not None and second.url == "https://r2---api-xyz.a.run.app"
+    assert second.traffic and second.status is RevisionStatus.RUNNING
     assert [p for p in state.problems if "api-r0" in p and "does not exist" in p]
 
 

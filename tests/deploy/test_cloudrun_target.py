@@ -58,7 +58,7 @@ def images(root: Path) -> dict[str, list[str]]:
     }
 
 
-SECRET_ENV = [
+SECRET_ENV: list[dict[str, Any]] = [
     {"name": "SAFESHIP_ENV", "value": "test"},
     {
         "name": "JWT_SECRET_TEST",
@@ -177,7 +177,8 @@ def test_start_creates_a_tagged_revision_with_no_traffic(fake: FakeCloudRun, pro
     state = asyncio.run(target.state())
     assert state.serving == "api-r0"
     assert state.front_url == fake.service_url(SERVICE)
-    assert state.revision("api-r1").traffic is False
+    candidate = state.revision("api-r1")
+    assert candidate is not None and candidate.traffic is False
     # The secret went as a Secret Manager reference, never as a value.
     sent = fake.revision("api-r1").template["containers"][0]["env"]
     jwt = next(v for v in sent if v["name"] == "JWT_SECRET_TEST")
@@ -310,10 +311,14 @@ def test_the_old_revisions_websockets_are_drained_with_1012(
     assert code == 1012  # drained for a restart: reconnect (to the serving revision)
 
 
-def test_a_deploy_killed_mid_way_is_recovered_from_the_api(
+def test_a_deploy_killed_mid_way_is_recovered_from_the_api_and_rolled_back_with_a_drain(
     fake: FakeCloudRun, project: Path
 ) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
     from safeship.deploy.operations import open_session
+    from safeship.tokens import mint
 
     manifest = with_cloudrun(project, fake, watch_seconds=60)
     argv = [
@@ -333,14 +338,24 @@ def test_a_deploy_killed_mid_way_is_recovered_from_the_api(
     # A new target knows nothing but the API, and reads the truth from it.
     state = asyncio.run(make_target(fake).state())
     assert state.serving == "api-r1" and {r.id for r in state.revisions} == {"api-r0", "api-r1"}
+    # A user on the new revision, which the recovery is about to roll back.
+    url = fake.service_url(SERVICE).replace("http://", "ws://") + "/ws"
+    token = mint(SECRET, "user-3", ttl=300)
+    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        ws.recv(timeout=scaled(5))
 
-    async def recover() -> list[str]:
-        async with open_session(manifest, "cloudrun") as session:
-            return session.recovered
+        async def recover() -> list[str]:
+            async with open_session(manifest, "cloudrun") as session:
+                return session.recovered
 
-    done = asyncio.run(recover())
-    assert any("was interrupted" in line for line in done), done
-    assert serving_now(fake) == "api-r0"  # the Ctrl-C answer: back to the previous revision
+        done = asyncio.run(recover())
+        assert any("was interrupted" in line for line in done), done
+        assert serving_now(fake) == "api-r0"  # the Ctrl-C answer: back to the previous one
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=scaled(10))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # drained
+    assert "api-r1" not in fake.revisions
 
 
 def test_stop_drains_through_the_tag_url_before_removing_the_tag(
@@ -387,7 +402,7 @@ def test_a_refused_drain_is_reported_and_the_revision_still_deleted(
     asyncio.run(target.switch("api-r1"))
     with pytest.raises(TargetError, match="refused the drain call") as caught:
         asyncio.run(target.stop("api-r0", drain_seconds=0.5))
-    assert "HTTP 404" in caught.value.message and "drain_path" in caught.value.hint
+    assert "HTTP 404" in caught.value.message and "drain_path" in (caught.value.hint or "")
     assert "api-r0" not in fake.revisions
 
 
@@ -401,8 +416,8 @@ def test_permission_denied_names_the_service_and_the_roles(fake: FakeCloudRun) -
     message = caught.value.message
     assert "permission denied" in message
     assert f"'{SERVICE}'" in message and fake.project in message and fake.region in message
-    assert (
-        "roles/run.developer" in caught.value.hint and "iam.serviceAccountUser" in caught.value.hint
+    assert "roles/run.developer" in (caught.value.hint or "") and "iam.serviceAccountUser" in (
+        caught.value.hint or ""
     )
 
 
@@ -410,7 +425,9 @@ def test_a_region_mismatch_is_a_not_found_that_says_to_check_the_region(fake: Fa
     with pytest.raises(TargetError) as caught:
         asyncio.run(make_target(fake, region="us-central1").state())
     assert "not found" in caught.value.message and "us-central1" in caught.value.message
-    assert "region" in caught.value.hint and "gcloud run services list" in caught.value.hint
+    assert "region" in (caught.value.hint or "") and "gcloud run services list" in (
+        caught.value.hint or ""
+    )
 
 
 def test_a_conflicting_change_and_an_exhausted_quota_say_what_to_do(
@@ -420,11 +437,11 @@ def test_a_conflicting_change_and_an_exhausted_quota_say_what_to_do(
     fake.fail("update_service", 409)
     with pytest.raises(TargetError, match="conflict") as caught:
         asyncio.run(target.switch("api-r0"))
-    assert "wait for the other deploy" in caught.value.hint
+    assert "wait for the other deploy" in (caught.value.hint or "")
     fake.fail("update_service", 429)
     with pytest.raises(TargetError, match="quota") as caught:
         asyncio.run(target.start(spec(project, "app:good")))
-    assert "Quotas" in caught.value.hint
+    assert "Quotas" in (caught.value.hint or "")
     assert set(fake.revisions) == {"api-r0"}  # nothing was created
 
 

@@ -174,7 +174,10 @@ class CloudRunTarget:
         )
         service = await self._get_service()
         listed = await self._call("list the revisions of", self._list_revisions)
-        name, tag = plan.next_revision(self.place.service, [r.name for r in listed])
+        # The latest created one counts too: a failed start's revision may be deleted since,
+        # and its name is not to be taken again.
+        taken = [r.name for r in listed] + [service.latest_created_revision]
+        name, tag = plan.next_revision(self.place.service, taken)
         body = plan.start_service(service, name, tag, image, env)
         try:
             updated = await self._update(body, f"create revision {name} of")

@@ -255,9 +255,11 @@ def start_failure(revision: run_v2.Revision, log_lines: Sequence[str] = ()) -> S
     event = _startup_event(log_lines)
     tail = tuple(log_lines[-20:])
     if event is not None:
-        phase = event.get("phase")
+        phase, given = event.get("phase"), event.get("hint")
         error = str(event.get("error") or error)
-        return StartFailure(error, phase, event.get("hint") or hint, None, tail)
+        return StartFailure(
+            error, str(phase) if phase else None, str(given) if given else hint, None, tail
+        )
     return StartFailure(error, None, hint, None, tail)
 
 
@@ -296,13 +298,13 @@ def read_state(
     serving = max(share, key=lambda n: share[n]) if share else None
     out = []
     for name, revision in known.items():
-        status = revision_status(revision)
-        failure = start_failure(revision) if status is RevisionStatus.FAILED else None
+        ready = revision_status(revision)
+        failure = start_failure(revision) if ready is RevisionStatus.FAILED else None
         out.append(
             Revision(
                 id=name,
                 url=urls.get(name, ""),
-                status=status,
+                status=ready,
                 created=revision.create_time.timestamp() if revision.create_time else 0.0,
                 traffic=share.get(name, 0) > 0,
                 log_path=revision.log_uri or None,
