@@ -41,6 +41,8 @@ CONNECT_TIMEOUT = 2.0
 HALF_CLOSE_TIMEOUT = 30.0
 """How long one direction may stay open after the other has finished."""
 CONTROL_TIMEOUT = 5.0
+FIRST_BYTES_TIMEOUT = 10.0
+"""How long a new client connection may stay silent before the front closes it."""
 _CHUNK = 64 * 1024
 _MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 
@@ -76,8 +78,10 @@ class Front:
         control: Path,
         backend: int | None = None,
         backend_host: str = "127.0.0.1",
+        first_bytes_timeout: float = FIRST_BYTES_TIMEOUT,
     ) -> None:
         self.host, self.port, self.control = host, port, control
+        self.first_bytes_timeout = first_bytes_timeout
         self.backend, self.backend_host = backend, backend_host
         self.canary: dict[str, int] | None = None
         """``{"port": N, "percent": P}`` during a canary step."""
@@ -147,20 +151,30 @@ class Front:
             _event(sys.stderr, "front_connection_error", error=repr(exc))
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            # A half-open socket that never sends its request holds no backend connection,
+            # and is closed after first_bytes_timeout.
+            first = await asyncio.wait_for(reader.read(_CHUNK), self.first_bytes_timeout)
+        except (OSError, TimeoutError):
+            first = b""
+        if not first:
+            writer.close()
+            return
         backend = self._pick()  # once: a switch during the connect must not split it
         try:
             if backend is None:
-                await self._refuse(reader, writer, "no revision is serving")
+                await self._refuse(reader, writer, "no revision is serving", first)
                 return
             try:
                 up_reader, up_writer = await asyncio.wait_for(
                     asyncio.open_connection(self.backend_host, backend), CONNECT_TIMEOUT
                 )
             except (OSError, TimeoutError):
-                await self._refuse(reader, writer, f"the revision on port {backend} refused")
+                await self._refuse(reader, writer, f"the revision on port {backend} refused", first)
                 return
             self.served += 1
             self.served_by[backend] = self.served_by.get(backend, 0) + 1
+            up_writer.write(first)
             await self._splice(reader, writer, up_reader, up_writer)
         finally:
             writer.close()
@@ -173,13 +187,18 @@ class Front:
         return self._choice.pick()
 
     async def _refuse(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, detail: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        detail: str,
+        first: bytes = b"",
     ) -> None:
         self.refused += 1
         # Read the request head first: closing with unread input sends a RST, and the client
         # could lose the 503 we just wrote.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)
+        if b"\r\n\r\n" not in first:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)
         with contextlib.suppress(OSError):
             writer.write(_unavailable(detail))
             await asyncio.wait_for(writer.drain(), 1.0)

@@ -8,6 +8,7 @@ later command finds them through the state store (pid + start time, never a bare
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -341,7 +342,15 @@ class LocalTarget:
                 argv = [part.replace(key, value) for part in argv]
             return argv
         uvicorn = [sys.executable, "-m", "uvicorn", spec.app, "--app-dir", app_dir]
-        return [*uvicorn, "--host", LOOPBACK, "--port", str(port), "--no-use-colors"]
+        # uvicorn arms no timer before a response: these protocols close sockets that never
+        # complete a request head (half-open, slowloris) after SAFESHIP_HEAD_TIMEOUT.
+        http = (
+            "HttpToolsHeadDeadline" if importlib.util.find_spec("httptools") else "H11HeadDeadline"
+        )
+        return [
+            *uvicorn, "--host", LOOPBACK, "--port", str(port), "--no-use-colors",
+            "--http", f"safeship.service.deadline:{http}",
+        ]  # fmt: skip
 
     @staticmethod
     def _env(spec: RevisionSpec, revision_id: str) -> dict[str, str]:

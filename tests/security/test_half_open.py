@@ -1,0 +1,117 @@
+"""Half-open connections: a socket that never completes its request head is closed, by the
+server safeship runs (uvicorn with the head-deadline protocols) and by the local front."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from safeship.deploy.front import Front
+from safeship.deploy.targets.base import RevisionSpec
+from safeship.deploy.targets.local import LocalTarget
+from safeship.testing import free_port, scaled, wait_until
+
+APPS = Path(__file__).parent / "apps"
+
+
+def _closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """Whether the peer closes ``sock`` within ``within`` seconds (EOF or reset)."""
+    sock.settimeout(scaled(within))
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="module", params=["H11HeadDeadline", "HttpToolsHeadDeadline"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    tmp_path = tmp_path_factory.mktemp("half_open")
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "plain_app:app", "--app-dir", str(APPS),
+         "--host", "127.0.0.1", "--port", str(port),
+         "--http", f"safeship.service.deadline:{request.param}"],
+        env={**os.environ, "SAFESHIP_HEAD_TIMEOUT": "0.5"}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _answers(port), timeout=20, what="uvicorn to listen")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=scaled(10))
+        log.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/", timeout=1).text == "hello"
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [b"", b"GET / HTTP/1.1\r\n", b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"],
+)
+def test_the_server_closes_a_socket_that_never_completes_its_head(
+    server: int, partial: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
+        sock.sendall(partial)
+        assert _closed_by_peer(sock, within=10)
+
+
+def test_complete_requests_and_websockets_outlive_the_deadline(server: int) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{server}") as client:
+        assert client.get("/").text == "hello"
+        with connect(f"ws://127.0.0.1:{server}/ws", open_timeout=5) as ws:
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=1.5)  # idle for three deadlines
+            ws.send("still open")
+            assert ws.recv(timeout=5) == "still open"
+        assert client.get("/").text == "hello"  # the kept-alive connection still works
+
+
+def test_the_local_target_runs_uvicorn_with_the_head_deadline(tmp_path: Path) -> None:
+    spec = RevisionSpec(source=tmp_path, app="svc:app")
+    argv = LocalTarget._argv(None, spec, tmp_path, 8000)  # type: ignore[arg-type]
+    http = argv[argv.index("--http") + 1]
+    assert http.startswith("safeship.service.deadline:")
+    module, _, name = http.partition(":")
+    assert isinstance(getattr(importlib.import_module(module), name), type)
+
+
+def test_the_front_closes_a_silent_client(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    front = Front(
+        host="127.0.0.1", port=0, control=tmp_path / "front.sock", first_bytes_timeout=0.5
+    )
+    loop.run_until_complete(front.start())
+    thread = threading.Thread(target=loop.run_until_complete, args=(front.serve(),), daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", front.port), timeout=5) as sock:
+            assert _closed_by_peer(sock, within=10)
+        assert front.refused == 0 and front.served == 0  # never reached a backend
+    finally:
+        loop.call_soon_threadsafe(front.stop)
+        thread.join(scaled(10))
+        loop.close()
