@@ -73,3 +73,29 @@ def test_no_metrics_or_no_service_is_none() -> None:
     with run_server(Starlette(routes=[Route("/metrics", plain)])) as url:
         assert asyncio.run(reader.counts(url)) is None
     assert asyncio.run(reader.counts(f"http://127.0.0.1:{free_port()}")) is None
+
+
+def test_the_platforms_own_headers_go_with_the_read() -> None:
+    from starlette.requests import Request
+
+    from safeship.errors import TargetError
+
+    text = 'safeship_websocket_handshakes_total{outcome="accepted"} 4.0\n'
+
+    async def guarded(request: Request) -> PlainTextResponse:
+        if request.headers.get("x-serverless-authorization") != "Bearer google-id":
+            return PlainTextResponse("forbidden", status_code=403)
+        return PlainTextResponse(text)
+
+    async def platform(url: str) -> dict[str, str]:
+        return {"x-serverless-authorization": "Bearer google-id"}
+
+    async def no_credential(url: str) -> dict[str, str]:
+        raise TargetError("no Google credentials")
+
+    app = Starlette(routes=[Route("/metrics", guarded)])
+    with run_server(app) as url:
+        assert asyncio.run(MetricsReader(timeout=scaled(5)).counts(url)) is None
+        read = asyncio.run(MetricsReader(timeout=scaled(5), headers=platform).counts(url))
+        assert read == Counts(4, 0, 4, 0)
+        assert asyncio.run(MetricsReader(headers=no_credential).counts(url)) is None

@@ -10,10 +10,11 @@ is then judged on the probes alone.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from ..core.canary import BAD_CLOSE_CODES, Counts
+from ..errors import SafeshipError
 
 __all__ = ["MetricsReader", "RevisionMetrics", "parse_counts"]
 
@@ -35,14 +36,15 @@ def parse_counts(text: str) -> Counts | None:
     found = False
     try:
         for family in text_string_to_metric_families(text):
-            if family.name not in (_HANDSHAKES, _CLOSES):
+            name = family.name.removesuffix("_total")  # untyped: the sample's own name
+            if name not in (_HANDSHAKES, _CLOSES):
                 continue
             found = True
             for sample in family.samples:
                 if not sample.name.endswith("_total"):
                     continue  # the _created gauges
                 value = int(sample.value)
-                if family.name == _HANDSHAKES:
+                if name == _HANDSHAKES:
                     handshakes += value
                     accepted += value if sample.labels.get("outcome") == "accepted" else 0
                 elif sample.labels.get("code", "").isdigit():
@@ -58,7 +60,8 @@ class MetricsReader:
     """``GET <base>/metrics`` with a deadline.
 
     Args:
-        headers: extra request headers per base URL (e.g. a platform's own authorization).
+        headers: extra request headers per base URL (a platform's own authorization, e.g. a
+            target's ``probe_headers``: Cloud Run's ID token in ``X-Serverless-Authorization``).
     """
 
     def __init__(
@@ -66,7 +69,7 @@ class MetricsReader:
         *,
         path: str = "/metrics",
         timeout: float = 3.0,
-        headers: Callable[[str], Mapping[str, str]] | None = None,
+        headers: Callable[[str], Awaitable[Mapping[str, str]]] | None = None,
     ) -> None:
         self.path, self.timeout, self.headers = path, timeout, headers
         self._tls: ssl.SSLContext | None = None
@@ -75,7 +78,10 @@ class MetricsReader:
         import httpx
 
         url = f"{base_url.rstrip('/')}{self.path}"
-        extra = dict(self.headers(base_url)) if self.headers is not None else {}
+        try:
+            extra = dict(await self.headers(base_url)) if self.headers is not None else {}
+        except SafeshipError:
+            return None  # no platform credential: the probes alone judge
         if self._tls is None:
             # Built once: loading the CA bundle costs tens of CPU-ms, on the event loop that
             # also runs the canary's probes (it would delay them, and so the detection).

@@ -61,7 +61,10 @@ class Session:
         return RolloutPolicy.from_config(self.manifest.deploy)
 
     def services(self, prober: Any, run_gates: GateRunner) -> Services:
-        metrics = MetricsReader(timeout=self.manifest.deploy.probe_timeout)
+        metrics = MetricsReader(
+            timeout=self.manifest.deploy.probe_timeout,
+            headers=getattr(self.target, "probe_headers", None),
+        )
         return Services(self.target, prober, run_gates, self.store, self.audit, metrics=metrics)
 
 
