@@ -2,7 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from safeship.core.triage import AnnotationKind, Facts, Where, is_test_path, triage
+from safeship.core.triage import (
+    AnnotationKind,
+    Edge,
+    Facts,
+    Runs,
+    Where,
+    is_test_path,
+    resolve_alias,
+    startup_reach,
+    triage,
+)
 from safeship.gates.model import Tier
 
 A = AnnotationKind
@@ -117,3 +127,113 @@ def test_module_getattr_does_not_hide_a_bare_name() -> None:
 )
 def test_is_test_path(path: str, expected: bool) -> None:
     assert is_test_path(path) is expected
+
+
+# -- the project's Python and what runs at startup -------------------------------------------
+
+
+def test_from_3_14_an_annotation_is_not_evaluated_at_definition() -> None:
+    eager = Facts(where=Where.ANNOTATION, annotation=A.EAGER)
+    assert triage(eager, reachable=True, is_test=False, target=(3, 13)).tier is STARTUP
+    late = triage(eager, reachable=True, is_test=False, target=(3, 14))
+    assert late.tier is NOISE and "PEP 649" in late.reason
+
+
+@pytest.mark.parametrize("library", ["fastapi", "pydantic", "sqlalchemy", "typing"])
+def test_from_3_14_a_library_that_evaluates_annotations_still_breaks_startup(
+    library: str,
+) -> None:
+    facts = Facts(where=Where.ANNOTATION, annotation=A.EAGER, evaluated_by=library)
+    assert triage(facts, reachable=True, is_test=False, target=(3, 14)).tier is STARTUP
+
+
+def test_a_function_called_at_startup_breaks_startup_and_says_through_what() -> None:
+    facts = Facts(where=Where.FUNCTION_BODY, in_function=True, function="create_app")
+    decision = triage(
+        facts,
+        reachable=True,
+        is_test=False,
+        module_runs=Runs.AT_STARTUP,
+        function_runs=Runs.AT_STARTUP,
+        function_via="shop.main:40 app = create_app()",
+    )
+    assert decision.tier is STARTUP
+    assert "`create_app` runs at startup: shop.main:40 app = create_app()" in decision.reason
+
+
+def test_a_module_imported_only_by_a_handler_breaks_on_call() -> None:
+    decision = triage(
+        Facts(where=Where.MODULE),
+        reachable=True,
+        is_test=False,
+        module_runs=Runs.ON_CALL,
+        module_via="(inside `shop.api.read_item`)",
+    )
+    assert decision.tier is ON_CALL
+    assert "imported only when called (inside `shop.api.read_item`)" in decision.reason
+
+
+def test_may_break_startup_is_a_note_that_keeps_the_tier() -> None:
+    decision = triage(
+        Facts(where=Where.FUNCTION_BODY, in_function=True, function="Plugin.setup"),
+        reachable=True,
+        is_test=False,
+        function_runs=Runs.ON_CALL,
+        may_break_startup="may break startup: shop.main:3 `plugin.setup()`",
+    )
+    assert decision.tier is ON_CALL
+    assert decision.may_break_startup and "plugin.setup()" in decision.may_break_startup
+
+
+def test_startup_reach_follows_calls_imports_hooks_and_aliases() -> None:
+    edges = {
+        "shop": [],
+        "shop.main": [
+            Edge("shop.factory", "import", 1),
+            Edge("shop.main.create_app", "call", 40, "app = create_app()"),
+        ],
+        "shop.factory": [],
+        "shop.factory.create_app": [
+            Edge("shop.factory.lifespan", "hook", 12),
+            Edge("shop.models.Settings", "call", 13),
+        ],
+        "shop.factory.lifespan": [Edge("shop.db", "import", 20)],
+        "shop.factory.unused": [],
+        "shop.models": [],
+        "shop.models.Settings.__init__": [Edge("shop.models.load", "call", 5)],
+        "shop.models.load": [],
+        "shop.db": [],
+        "shop.api": [],
+        "shop.api.read_item": [Edge("shop.reports", "import", 9)],
+        "shop.reports": [],
+    }
+    aliases = {"shop.main.create_app": "shop.factory.create_app"}
+    modules = {
+        "shop",
+        "shop.main",
+        "shop.factory",
+        "shop.models",
+        "shop.db",
+        "shop.api",
+        "shop.reports",
+    }
+    reached = startup_reach(edges, aliases, ["shop", "shop.main"], modules)
+    assert {"shop.factory.create_app", "shop.factory.lifespan", "shop.db"} <= set(reached)
+    assert {"shop.models.Settings.__init__", "shop.models.load"} <= set(reached)
+    assert "shop.factory.unused" not in reached
+    assert "shop.reports" not in reached and "shop.api.read_item" not in reached
+    step = reached["shop.factory.create_app"]
+    assert step.parent == "shop.main" and step.edge and step.edge.line == 40
+
+
+def test_an_import_edge_runs_modules_not_functions() -> None:
+    edges = {"pkg": [Edge("pkg.helper", "import", 1)], "pkg.helper": []}
+    assert set(startup_reach(edges, {}, ["pkg"], {"pkg"})) == {"pkg"}
+
+
+def test_resolve_alias_follows_prefixes_and_stops_on_cycles() -> None:
+    aliases = {"shop.create_app": "shop.factory.create_app", "a.x": "b.x", "b.x": "a.x"}
+    assert resolve_alias("shop.create_app", aliases) == "shop.factory.create_app"
+    assert resolve_alias("shop.create_app.inner", aliases) == "shop.factory.create_app.inner"
+    assert resolve_alias("a.x", aliases) in ("a.x", "b.x")
+    assert resolve_alias("fastapi.FastAPI", aliases) == "fastapi.FastAPI"

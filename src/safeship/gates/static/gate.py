@@ -300,9 +300,19 @@ class _Run:
                 self.dropped["merged_namespace"] = self.dropped.get("merged_namespace", 0) + 1
             elif diag.owner_kind in ("module", "import") and self._is_first_party(diag.owner):
                 kept.append(diag)
-            elif diag.owner_kind == "import" and diag.owner and not diag.owner.startswith("."):
+            elif (
+                diag.owner_kind in ("module", "import")
+                and diag.owner
+                and not diag.owner.startswith(".")
+            ):
                 top = diag.owner.split(".")[0]
-                self.missing.setdefault(top, []).append((diag, self._decide(diag)))
+                if diag.owner_kind == "import" or not resolves_in(top, self.project.site_packages):
+                    # Not installed (ty may have found a folder of that name instead).
+                    self.missing.setdefault(top, []).append((diag, self._decide(diag)))
+                elif not self.project.isolated:
+                    kept.append(diag)  # installed, and it has no such member: a real error
+                else:
+                    self.dropped["third_party"] += 1
             else:
                 self.dropped["third_party"] += 1
         return kept
@@ -483,8 +493,9 @@ class _Run:
         for parent, child in itertools.pairwise(files):
             target = self.modules.module_of(child)
             scope = self._sites(parent).get(target) if target else None
-            if scope:
-                module = self.modules.module_of(parent) or parent
+            module = self.modules.module_of(parent) or parent
+            # The first lazy import on the chain that startup code does not run.
+            if scope and not (self.startup and self.startup.runs_at_startup(f"{module}.{scope}")):
                 return f"(inside `{module}.{scope}`)"
         return "(not by the code that runs at startup)"
 

@@ -1,0 +1,266 @@
+"""gates/static/startup.py (units and edges from the AST) and what the gate makes of them:
+what really runs when the app is imported and started."""
+
+from __future__ import annotations
+
+import ast
+import sys
+import textwrap
+from pathlib import Path
+
+from safeship.config import Manifest
+from safeship.gates.model import Finding, GateResult, Tier
+from safeship.gates.runner import build_context
+from safeship.gates.static.gate import StaticGate
+from safeship.gates.static.startup import read_units
+
+
+def _units(source: str, module: str = "shop.main", package: bool = False):  # type: ignore[no-untyped-def]
+    text = textwrap.dedent(source)
+    return read_units(module, package, ast.parse(text), text.splitlines())
+
+
+def test_calls_imports_and_hooks_are_edges_of_the_unit_that_runs_them() -> None:
+    units = _units(
+        """
+        import importlib
+        from fastapi import FastAPI
+        from shop.factory import create_app
+        from . import plugins
+
+        def lifespan(app): ...
+        def on_boot(): ...
+
+        app = create_app()
+        api = FastAPI(lifespan=lifespan, on_startup=[on_boot])
+        importlib.import_module("shop.extra")
+
+        @api.on_event("startup")
+        def warm(): ...
+
+        @api.on_event("shutdown")
+        def bye(): ...
+
+        def helper():
+            from shop import reports
+            reports.build()
+        """
+    )
+    main = {(e.target, e.kind) for e in units.edges["shop.main"]}
+    assert ("shop.factory.create_app", "call") in main
+    assert ("shop.main.lifespan", "hook") in main
+    assert ("shop.main.on_boot", "hook") in main
+    assert ("shop.main.warm", "hook") in main
+    assert ("shop.main.bye", "hook") not in main
+    assert ("shop.extra", "import") in main
+    assert ("shop.plugins", "import") in main
+    helper = {(e.target, e.kind) for e in units.edges["shop.main.helper"]}
+    assert helper == {
+        ("shop", "import"),
+        ("shop.reports", "import"),
+        ("shop.reports.build", "call"),
+    }
+    assert units.aliases["shop.main.create_app"] == "shop.factory.create_app"
+    call = next(
+        e
+        for e in units.edges["shop.main"]
+        if e.target == "shop.factory.create_app" and e.kind == "call"
+    )
+    assert (call.line, call.text) == (10, "app = create_app()")
+
+
+def test_methods_self_calls_classes_and_dynamic_sites() -> None:
+    units = _units(
+        """
+        class Registry:
+            def __init__(self):
+                self.load()
+                super().__init__()
+
+            def load(self):
+                for plugin in self.plugins:
+                    plugin.setup()
+                getattr(self, name)()
+
+        REGISTRY = Registry()
+        """
+    )
+    assert ("shop.main.Registry", "call") in {(e.target, e.kind) for e in units.edges["shop.main"]}
+    init = {e.target for e in units.edges["shop.main.Registry.__init__"]}
+    assert init == {"shop.main.Registry.load"}
+    dynamic = {site.attribute for site in units.dynamic["shop.main.Registry.load"]}
+    assert dynamic == {"setup", None}
+    assert units.function_at(9) == "shop.main.Registry.load"
+
+
+def test_safeship_phases_are_startup_hooks() -> None:
+    units = _units(
+        """
+        from safeship.service import Phase
+
+        @ship.phase("db")
+        async def connect(): ...
+
+        def warm(): ...
+
+        startup.add_phase(Phase("cache", warm))
+        """
+    )
+    hooks = {e.target for e in units.edges["shop.main"] if e.kind == "hook"}
+    assert hooks == {"shop.main.connect", "shop.main.warm"}
+
+
+# -- the gate on small projects -------------------------------------------------------------
+
+
+def _project(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def _run(root: Path, entry: str = "shop.main") -> GateResult:
+    ctx = build_context(
+        root,
+        Manifest(root=root),
+        "development",
+        entries=[entry],
+        base_environ={},
+        python=sys.prefix,
+    )
+    return StaticGate().run(ctx)
+
+
+def _at(result: GateResult, path: str, line: int) -> Finding:
+    return next(f for f in result.findings if f.path == path and f.line == line)
+
+
+SHOP = {
+    "shop/__init__.py": "",
+    "shop/main.py": """\
+        from fastapi import FastAPI
+
+        from shop.factory import create_app
+        from shop.settings import get_settings
+
+        settings = get_settings()
+        app = create_app()
+        """,
+    "shop/factory.py": """\
+        from contextlib import asynccontextmanager
+
+        from fastapi import FastAPI
+
+
+        @asynccontextmanager
+        async def lifespan(app):
+            await warm_caches()
+            yield
+
+
+        def create_app() -> FastAPI:
+            app = FastAPI(lifespan=lifespan)
+            app.add_middleware(SessionMidleware)
+            from shop import api
+
+            app.include_router(api.router)
+            return app
+        """,
+    "shop/settings.py": """\
+        def get_settings():
+            return Settings(timeout=DEFAULT_TIMEOUT)
+        """,
+    "shop/api.py": """\
+        from fastapi import APIRouter
+
+        router = APIRouter()
+
+
+        @router.get("/items")
+        async def read_item():
+            from shop import reports
+
+            return reports.build(missing_helper())
+        """,
+    "shop/reports.py": """\
+        TEMPLATE = load_template()
+
+
+        def build(x):
+            return x
+        """,
+}
+
+
+def test_a_typo_inside_a_factory_called_at_import_breaks_startup(tmp_path: Path) -> None:
+    _project(tmp_path, SHOP)
+    result = _run(tmp_path)
+    finding = _at(result, "shop/factory.py", 14)
+    assert finding.tier is Tier.BREAKS_STARTUP and finding.blocking
+    assert finding.chain == (
+        "shop.main:7 app = create_app()",
+        "shop.factory.create_app:14",
+        "NameError: SessionMidleware",
+    )
+    settings = _at(result, "shop/settings.py", 2)
+    assert settings.tier is Tier.BREAKS_STARTUP
+    assert settings.chain[0] == "shop.main:6 settings = get_settings()"
+
+
+def test_the_lifespan_runs_at_startup(tmp_path: Path) -> None:
+    _project(tmp_path, SHOP)
+    finding = _at(_run(tmp_path), "shop/factory.py", 8)
+    assert finding.tier is Tier.BREAKS_STARTUP
+    assert finding.chain[1] == "shop.factory.create_app:13 app = FastAPI(lifespan=lifespan)"
+
+
+def test_handlers_and_the_modules_only_they_import_break_on_call(tmp_path: Path) -> None:
+    _project(tmp_path, SHOP)
+    result = _run(tmp_path)
+    handler = _at(result, "shop/api.py", 10)
+    assert handler.tier is Tier.BREAKS_ON_CALL and not handler.blocking
+    lazy = _at(result, "shop/reports.py", 1)
+    assert lazy.tier is Tier.BREAKS_ON_CALL
+    assert "imported only when called (inside `shop.api.read_item`)" in lazy.message
+    assert lazy.chain[-1] == "NameError: load_template"
+
+
+def test_an_app_factory_entry_counts_its_body(tmp_path: Path) -> None:
+    _project(
+        tmp_path,
+        {
+            "svc/__init__.py": "",
+            "svc/app.py": "def make_app():\n    return build(UNDEFINED_CONFIG)\n",
+        },
+    )
+    assert _at(_run(tmp_path, "svc.app"), "svc/app.py", 2).tier is Tier.BREAKS_ON_CALL
+    factory = _at(_run(tmp_path, "svc.app:make_app"), "svc/app.py", 2)
+    assert factory.tier is Tier.BREAKS_STARTUP
+
+
+def test_dynamic_dispatch_at_startup_is_a_note(tmp_path: Path) -> None:
+    _project(
+        tmp_path,
+        {
+            "svc/__init__.py": "",
+            "svc/main.py": """\
+                from svc.plugins import PLUGINS
+
+                for plugin in PLUGINS:
+                    plugin.setup()
+                """,
+            "svc/plugins.py": """\
+                class Cache:
+                    def setup(self):
+                        return connect(CACHE_URLL)
+
+
+                PLUGINS = [Cache()]
+                """,
+        },
+    )
+    finding = _at(_run(tmp_path, "svc.main"), "svc/plugins.py", 3)
+    assert finding.tier is Tier.BREAKS_ON_CALL
+    note = finding.extra["may_break_startup"]
+    assert "svc.main:4 `plugin.setup()`" in note and "not known statically" in note
