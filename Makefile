@@ -14,7 +14,10 @@ PIP_QUIET := --quiet --disable-pip-version-check
 OLDEST := .venv-oldest
 NEWEST := .venv-newest
 UV := $(BIN)/python -m uv
-SERVICE_TESTS := tests/service tests/core tests/tokens tests/secrets tests/test_config.py
+# The service library's tests, and the README's FastAPI example served by uvicorn (ready,
+# then one authenticated WebSocket round trip).
+SERVICE_TESTS := tests/service tests/core tests/tokens tests/secrets tests/test_config.py \
+  tests/test_readme.py::test_the_fastapi_example_runs
 # Tests in those directories that need the CLI side (the gates) or an extra's test harness.
 MATRIX_IGNORE := --ignore=tests/secrets/test_k8s.py
 MATRIX_INPUTS := pyproject.toml .ci/matrix-tests.txt
