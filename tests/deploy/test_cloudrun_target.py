@@ -460,3 +460,14 @@ def test_the_id_token_can_be_handed_over_by_ci(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setenv(ID_TOKEN_ENV, " minted-by-the-ci-auth-step\n")
     assert google_id_token("https://api-xyz.a.run.app") == "minted-by-the-ci-auth-step"
+
+
+def test_a_manifest_without_the_service_is_a_config_error(project: Path) -> None:
+    from safeship.deploy.targets import create_target
+    from safeship.errors import ConfigError
+
+    manifest = load_manifest(project / "safeship.toml")
+    with pytest.raises(ConfigError) as caught:
+        create_target("cloudrun", manifest)
+    assert caught.value.key == "deploy.cloudrun.project"
+    assert "project, region, service" in caught.value.message
