@@ -4,11 +4,12 @@ own process, through the real ``kubernetes`` client) against kmock, with the tes
 kube-proxy: every pod is a real process of the reference backend, and users connect through the
 stable Service's node port, so the switch and the rollback move real connections.
 
-Scenario: r1 serves under a background load; r2 passes verification, then closes every
-connection with 1011 ``fault_after`` seconds after its startup. Figures, as for the local
-target: first failing connection -> traffic back (the stable Service's endpoints list only r1's
-pods again, as the proxy routes), the pipeline's own time, failed connections, events lost by
-resumed users. The harness's simulated pod start (process spawn to first ready probe) is not in
+Scenarios, as for the local target, under a background load: (1) a good revision r2 replaces
+r1: failed connections through the switch and the drain (scale-down: preStop, SIGTERM, 1012),
+events lost by drained-and-resumed users; (2) r3 passes verification, then closes every
+connection with 1011 ``fault_after`` seconds after its startup: first failing connection ->
+traffic back (the stable Service's endpoints list only r2's pods again, as the proxy routes),
+the pipeline's own time, failed connections, events lost by resumed users. The harness's simulated pod start (process spawn to first ready probe) is not in
 any of them (the rollback returns to a running revision); it is printed apart.
 """
 
@@ -104,18 +105,39 @@ async def _deploy(root: Path, secret: str, image: str, within: float) -> dict[st
     return record
 
 
-async def _watch_endpoints(harness: Harness, seen: dict[str, float]) -> None:
+async def _watch_endpoints(harness: Harness, seen: dict[str, float], new: str, old: str) -> None:
     """When the stable Service's endpoints (what the proxy routes new connections to) went
-    over to r2, and when they were back on r1 only."""
+    over to ``new``, and when they were back on ``old`` only."""
     while True:
-        pods = harness.routed(NS, "agent")
-        revisions = {p.labels.get("revision") for p in pods}
+        revisions = {p.labels.get("revision") for p in harness.routed(NS, "agent")}
         now = time.monotonic()
-        if revisions == {"r2"}:
+        if revisions == {new}:
             seen.setdefault("switched", now)
-        elif revisions == {"r1"} and "switched" in seen:
+        elif revisions == {old} and "switched" in seen:
             seen.setdefault("back", now)
         await asyncio.sleep(0.005)
+
+
+async def _under_load(
+    harness: Harness, load: Any, root: Path, secret: str, image: str, new: str, old: str
+) -> tuple[dict[str, Any], Any, dict[str, float]]:
+    await load.start()
+    await asyncio.sleep(3.0)  # users on the serving revision, mid-stream when it is drained
+    seen: dict[str, float] = {}
+    watcher = asyncio.create_task(_watch_endpoints(harness, seen, new, old))
+    try:
+        record = await _deploy(root, secret, image, 120)
+        await asyncio.sleep(1.0)  # users after the deploy, on whatever serves now
+        result = await load.finish()
+    finally:
+        watcher.cancel()
+    stats = result.stats
+    print(
+        f"  deploy {record['id']} ({new}): {record['outcome']} in {record['duration_s']:.1f}s; "
+        f"{result.users} users, {stats.connects_ok} connects, {stats.events} events, "
+        f"{stats.closes.get(1012, 0)} drained (1012), {stats.resumes} resumed runs"
+    )
+    return record, result, seen
 
 
 async def run_kubernetes(
@@ -142,36 +164,36 @@ async def run_kubernetes(
                 if first["outcome"] != "promoted":
                     raise SystemExit(f"the first deploy did not promote: {first.get('reason')}")
                 port = harness.node_port(NS, "agent")
+                url = f"ws://127.0.0.1:{port}/ws"
                 print(f"first deploy: r1 promoted in {first['duration_s']:.1f}s; users connect "
                       f"through the stable Service's node port {port}")  # fmt: skip
+
+                print(f"\nKubernetes 1 (kmock + harness): a good revision, under "
+                      f"{args.rate:g} connects/s")  # fmt: skip
+                load = load_class(url, secret, rate=args.rate, steps=24, delay=0.5)
+                record, result, _ = await _under_load(
+                    harness, load, root, secret, "agent:good", "r2", "r1"
+                )
+                failed, lost = result.failed_connections, result.stats.lost
+                line("failed client connections (switch + drain)", str(failed),
+                     f"goal 0  {mark(failed == 0)}")  # fmt: skip
+                line("events lost by drained-and-resumed users", str(lost),
+                     f"goal 0  {mark(lost == 0)}")  # fmt: skip
+
                 print(
-                    f"\nKubernetes (kmock + harness): a revision that closes every connection "
-                    f"with 1011 {args.fault_after:g} s after its startup, under "
-                    f"{args.rate:g} connects/s"
+                    f"\nKubernetes 2: a revision that closes every connection with 1011 "
+                    f"{args.fault_after:g} s after its startup, under {args.rate:g} connects/s"
                 )
-                load = load_class(
-                    f"ws://127.0.0.1:{port}/ws", secret, rate=args.rate, steps=24, delay=0.5
+                load = load_class(url, secret, rate=args.rate, steps=24, delay=0.5)
+                record, result, seen = await _under_load(
+                    harness, load, root, secret, "agent:bad", "r3", "r2"
                 )
-                await load.start()
-                await asyncio.sleep(3.0)  # users on r1, mid-stream when it is drained
-                seen: dict[str, float] = {}
-                watcher = asyncio.create_task(_watch_endpoints(harness, seen))
-                record = await _deploy(root, secret, "agent:bad", 120)
-                await asyncio.sleep(1.0)
-                result = await load.finish()
-                watcher.cancel()
-    stats = result.stats
-    print(
-        f"  deploy {record['id']}: {record['outcome']} in {record['duration_s']:.1f}s; "
-        f"{result.users} users, {stats.connects_ok} connects, {stats.events} events, "
-        f"{stats.closes.get(1012, 0)} drained (1012), {stats.resumes} resumed runs"
-    )
     first_failure, back = result.first_failure_at, seen.get("back")
     if first_failure is None or back is None:
-        line("first failing connection -> traffic back on r1", "n/a", "(no rollback seen)")
+        line("first failing connection -> traffic back on r2", "n/a", "(no rollback seen)")
     else:
         took = back - first_failure
-        line("first failing connection -> traffic back on r1", f"{took:.2f} s",
+        line("first failing connection -> traffic back on r2", f"{took:.2f} s",
              f"goal <= 3 s  {mark(took <= 3.0)}")  # fmt: skip
     line(
         "  (the pipeline's own: first failed probe -> traffic back)",
@@ -180,7 +202,8 @@ async def run_kubernetes(
     line("failed client connections (new connections)", str(result.failed_connects),
          f"goal <= {args.rate * 3:.0f}  {mark(result.failed_connects <= args.rate * 3)}")  # fmt: skip
     line("open connections the bad revision closed with 1011", str(result.broken_connections))
-    line("events lost by resumed users", str(stats.lost), f"goal 0  {mark(stats.lost == 0)}")
+    lost = result.stats.lost
+    line("events lost by resumed users", str(lost), f"goal 0  {mark(lost == 0)}")
     starts = harness.start_seconds
     if starts:
         line(
