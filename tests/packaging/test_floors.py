@@ -57,3 +57,13 @@ def test_the_compatibility_doc_lists_the_oldest_versions() -> None:
         if not re.search(rf"(?<![\d.]){re.escape(v)}(?![\d.])", doc)
     ]
     assert not missing, f"docs/compatibility.md does not give {missing}"
+
+
+def test_the_command_checks_for_every_package_of_the_cli_extra() -> None:
+    from safeship.__main__ import CLI_PACKAGES
+
+    extras = _project()["optional-dependencies"]
+    # A package only some commands import (apprise, for notifications) need not be checked.
+    cli = {canonicalize_name(Requirement(s).name) for s in extras["cli"]}
+    assert set(CLI_PACKAGES) <= cli
+    assert cli >= TOOL_CHAIN
