@@ -57,10 +57,12 @@ class ClientLoad:
 
     def summary(self) -> dict[str, Any]:
         stats = self.stats
+        failed = self.failed
         return {
             "users": self.users,
+            "connections": stats.connects_ok + failed,
             "connects_ok": stats.connects_ok,
-            "connects_failed": self.failed,
+            "connects_failed": failed,
             "reconnects": stats.reconnects,
             "resumes": stats.resumes,
             "events": stats.events,

@@ -1,5 +1,5 @@
 """The demo's project: a copy of the reference backend with its own manifest, secrets files
-and state, and the edits that turn it into revisions r2 to r5.
+and state, and the edits that turn it into revisions r2 to r6.
 
 Everything lives under ``.safeship/demo/project`` of the current directory and is rebuilt on
 every run. The backend's secret (``deploy/staging.env``) and the test clients' secret
@@ -22,19 +22,39 @@ LEGACY_OLD = "agent_service.db.DatabaseSessionManager"
 LEGACY_NEW = "agent_service.db.SessionManager"
 _BROKEN_MODULE = "examples/agent_service/agents/history.py"
 _BROKEN_IMPORT = "from agent_service.db import DatabaseSessionManager\n"
-_R4_MODULE = "examples/agent_service/connection.py"
-_R4_ANCHOR = "        services.hub.add(self)\n"
-# r4's change: greet every connection with the user's saved preferences, read through a
+_MAIN = "examples/agent_service/main.py"
+# r3's change: the service binds before it is ready ("the load balancer wants a port at once")
+# and its cache phase waits for a warm-up signal that nothing sends, under a timeout raised "to
+# be safe". It listens, answers /health/live, and never becomes ready: the handshake-timeout
+# failure of the incident, where a load balancer sent clients to it anyway.
+_HANG_EDITS = (
+    (
+        "ship = Safeship(\n    manifest=_manifest,\n",
+        "ship = Safeship(\n    manifest=_manifest,\n    background=True,  # r3: bind at once\n",
+    ),
+    (
+        '@ship.phase("cache", timeout=timeouts["cache"])\nasync def connect_cache() -> None:\n'
+        '    await _fault("cache")\n',
+        "_cache_warmed = asyncio.Event()  # r3: set by a warm-up job that was never deployed\n\n\n"
+        '@ship.phase("cache", timeout=600)  # r3: "warming the cache can take a while"\n'
+        "async def connect_cache() -> None:\n"
+        '    await _fault("cache")\n'
+        "    await _cache_warmed.wait()\n",
+    ),
+)
+_R5_MODULE = "examples/agent_service/connection.py"
+_R5_ANCHOR = "        services.hub.add(self)\n"
+# r5's change: greet every connection with the user's saved preferences, read through a
 # cache whose pooled connections are never given back. Verification (a handful of probes)
 # passes; a few seconds into real traffic the pool runs dry, and every connection then fails
 # right after it is accepted (1011).
-_R4_PATCH = """        services.hub.add(self)
-        _preferences.lookup(self.user)  # r4: greet with the user's saved preferences
+_R5_PATCH = """        services.hub.add(self)
+        _preferences.lookup(self.user)  # r5: greet with the user's saved preferences
 """
-_R4_HELPER = '''
+_R5_HELPER = '''
 
 class _PreferenceCache:
-    """r4: user preferences behind a pooled cache client. Bug: a connection taken from the
+    """r5: user preferences behind a pooled cache client. Bug: a connection taken from the
     pool is never given back, so the pool runs dry after ``size`` WebSocket connections."""
 
     def __init__(self, size: int = 20) -> None:
@@ -79,7 +99,7 @@ expect = {{ type = "pong", request_id = "boot-check" }}
 
 [deploy]
 port = {port}
-ready_timeout = 30
+ready_timeout = 10                       # r3 hangs: verification gives up after this
 verify_probes = 5
 verify_interval = 0.2
 watch_seconds = {watch}
@@ -188,20 +208,27 @@ class Workspace:
         self._edit(_BROKEN_MODULE, _BROKEN_IMPORT, "")
         return _BROKEN_MODULE, line
 
+    def hang_startup(self) -> str:
+        """r3: a revision that listens at once and hangs in its ``cache`` phase; returns the
+        phase."""
+        for old, new in _HANG_EDITS:
+            self._edit(_MAIN, old, new)
+        return "cache"
+
     def rotate_backend_secret(self) -> None:
-        """r3: the backend's JWT_SECRET_STAGING changes; the test clients keep theirs."""
+        """r4: the backend's JWT_SECRET_STAGING changes; the test clients keep theirs."""
         path = self.root / "deploy" / "staging.env"
         self._saved.setdefault(path, path.read_text())
         self.backend_secret = secrets.token_urlsafe(48)
         self._write_env("deploy/staging.env", self.backend_secret, backend=True)
 
     def add_pool_leak(self) -> None:
-        """r4: a change that passes verification and fails a few seconds into traffic."""
-        path = self._edit(_R4_MODULE, _R4_ANCHOR, _R4_PATCH)
-        path.write_text(path.read_text() + _R4_HELPER)
+        """r5: a change that passes verification and fails a few seconds into traffic."""
+        path = self._edit(_R5_MODULE, _R5_ANCHOR, _R5_PATCH)
+        path.write_text(path.read_text() + _R5_HELPER)
 
     def migrate_legacy_name(self) -> list[str]:
-        """r5: the good change: every use of the legacy name rewritten (libcst)."""
+        """r6: the good change: every use of the legacy name rewritten (libcst)."""
         from ..gates.legacy.gate import rename_references
 
         outcome = rename_references(
@@ -210,5 +237,5 @@ class Workspace:
         return [str(p) for p in outcome.changed]
 
     def forget_edits(self) -> None:
-        """Keep the current code as the new baseline (after r5 is promoted)."""
+        """Keep the current code as the new baseline (after r6 is promoted)."""
         self._saved.clear()
