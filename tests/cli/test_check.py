@@ -202,3 +202,85 @@ def test_invalid_manifest_exits_2_naming_the_key(
     assert main(["check", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "safeship.toml" in err and "gates.import_timout: unknown key" in err
+
+
+def _entry_project(tmp_path: Path) -> Path:
+    root = tmp_path / "entry"
+    (root / "src" / "shop").mkdir(parents=True)
+    (root / "src" / "shop" / "__init__.py").write_text("")
+    (root / "src" / "shop" / "main.py").write_text(
+        "def create_app():\n    return build(MISSING_CONFIG)\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"], ["--format", "sarif"]])
+def test_a_mistyped_entry_is_a_usage_error_in_every_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: list[str]
+) -> None:
+    root = _entry_project(tmp_path)
+    args = ["check", str(root), "--only", "static", "--entry", "shop.mian", *fmt]
+    assert main(args) == 2
+    out = capsys.readouterr()
+    assert "--entry 'shop.mian'" in out.out + out.err
+
+
+@pytest.mark.parametrize(
+    ("entry", "tier"),
+    [
+        ("shop.main", "breaks-on-call"),
+        ("shop.main:create_app", "breaks-startup"),  # an app factory runs at startup
+        ("src/shop/main.py", "breaks-on-call"),
+        ("src/shop/main.py:create_app", "breaks-startup"),
+    ],
+)
+def test_entry_takes_a_module_a_module_attr_or_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], entry: str, tier: str
+) -> None:
+    root = _entry_project(tmp_path)
+    if entry.startswith("src/"):
+        entry = str(root / entry)
+    code = main(["check", str(root), "--only", "static", "--entry", entry, "--json"])
+    static = json.loads(capsys.readouterr().out)["gates"][0]
+    assert [f["tier"] for f in static["findings"]] == [tier]
+    assert code == (1 if tier == "breaks-startup" else 0)
+
+
+def test_two_formats_at_once_are_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _entry_project(tmp_path)
+    assert main(["check", str(root), "--json", "--format", "sarif"]) == 2
+    assert "two formats" in capsys.readouterr().out
+    assert main(["check", str(root), "--only", "static", "--json", "--format", "json"]) in (0, 1)
+
+
+def test_python_and_python_version_are_named_in_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    root = _entry_project(tmp_path)
+    args = ["check", str(root), "--only", "static", "--entry", "shop.main"]
+    main([*args, "--python", sys.executable, "--python-version", "3.12"])
+    out = capsys.readouterr().out
+    assert "Python 3.12 (--python-version)" in out and "(--python)" in out
+    assert main([*args, "--python", str(tmp_path / "nowhere")]) == 2
+    assert "--python" in capsys.readouterr().err
+
+
+def test_finding_paths_are_relative_to_the_project_root_wherever_check_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "nc"
+    (project / "shop").mkdir(parents=True)
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "main.py").write_text("app = object()\nsettings = Nope()\n")
+    (project / "safeship.toml").write_text('[service]\napp = "shop.main:app"\ncode = "shop"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["check", "../nc", "--only", "static", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    paths = {f["path"] for g in report["gates"] for f in g["findings"] if f.get("path")}
+    assert paths == {"shop/main.py"}
