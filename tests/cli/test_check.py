@@ -209,7 +209,7 @@ def _entry_project(tmp_path: Path) -> Path:
     (root / "src" / "shop").mkdir(parents=True)
     (root / "src" / "shop" / "__init__.py").write_text("")
     (root / "src" / "shop" / "main.py").write_text(
-        "def create_app():\n    return build(MISSING_CONFIG)\n"
+        "def create_app():\n    return dict(MISSING_CONFIG)\n"
     )
     return root
 
