@@ -23,9 +23,6 @@ import contextlib
 import itertools
 import json
 import os
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from safeship.testing import free_port
+from safeship import procs
 
 __all__ = ["FakeCloudRun"]
 
@@ -64,7 +61,7 @@ class _Revision:
     template: dict[str, Any]
     created: float
     port: int | None = None
-    proc: subprocess.Popen[bytes] | None = None
+    process: procs.ProcessRef | None = None
     log: Path | None = None
     state: str = "CONDITION_RECONCILING"
     reason: tuple[str, str] | None = None  # ("reason" | "revisionReason", value)
@@ -371,18 +368,18 @@ class FakeCloudRun:
                 revision.message = f"Secret projects/{self.project}/secrets/{secret}/versions/{ref.get('version', 'latest')} was not found"
                 return revision
             env[var["name"]] = self.secrets[secret]
-        port = free_port()
+        port = procs.free_port()
         env.update(PORT=str(port), K_SERVICE=service.name.rsplit("/", 1)[1], K_REVISION=name)
-        self.workdir.mkdir(parents=True, exist_ok=True)
         revision.log, revision.port = self.workdir / f"{name}.log", port
-        with revision.log.open("wb") as log:
-            revision.proc = subprocess.Popen(
-                [part.replace("{port}", str(port)) for part in argv],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd, start_new_session=True,
-            )  # fmt: skip
+        revision.process = procs.spawn(
+            [part.replace("{port}", str(port)) for part in argv],
+            log_path=revision.log,
+            env=env,
+            cwd=self.cwd,
+        )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            if revision.proc.poll() is not None:
+            if not procs.is_alive(revision.process):
                 revision.state, revision.reason = (
                     "CONDITION_FAILED",
                     ("revisionReason", "HEALTH_CHECK_CONTAINER_ERROR"),
@@ -393,7 +390,7 @@ class FakeCloudRun:
                     f"might contain more information. Logs URL: {revision.log.as_uri()}"
                 )
                 return revision
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            if procs.port_open("127.0.0.1", port, 0.2):
                 revision.state = "CONDITION_SUCCEEDED"
                 return revision
             time.sleep(0.02)
@@ -500,17 +497,10 @@ _ERROR_TEXT = {
 
 
 def _terminate(revision: _Revision, kill_after: float = KILL_AFTER) -> None:
-    proc = revision.proc
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(kill_after if kill_after > 0 else 0.5)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+    """SIGTERM to the revision's process group, SIGKILL after ``kill_after`` s (Cloud Run's 10 s
+    when it retires an instance)."""
+    if revision.process is not None and procs.is_alive(revision.process):
+        asyncio.run(procs.terminate(revision.process, within=kill_after or 0.5, grace=5.0))
 
 
 def _rfc3339(seconds: float) -> str:
