@@ -121,22 +121,45 @@ class RolloutPhase(StrEnum):
     PAUSED = "paused"
 
 
-P = RolloutPhase
-TERMINAL = frozenset({P.PROMOTED, P.ROLLED_BACK, P.FAILED})
+TERMINAL = frozenset({RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED})
 TRANSITIONS: dict[RolloutPhase, frozenset[RolloutPhase]] = {
-    P.PENDING: frozenset({P.GATING, P.FAILED}),
-    P.GATING: frozenset({P.STARTING, P.FAILED, P.PAUSED}),
-    P.STARTING: frozenset({P.VERIFYING, P.FAILED}),
-    P.VERIFYING: frozenset({P.SPLITTING, P.SWITCHING, P.FAILED, P.PAUSED}),
-    P.SPLITTING: frozenset({P.CANARY, P.ROLLING_BACK}),
-    P.CANARY: frozenset({P.SPLITTING, P.SWITCHING, P.ROLLING_BACK, P.PAUSED}),
-    P.SWITCHING: frozenset({P.WATCHING, P.PROMOTED, P.ROLLING_BACK}),
-    P.WATCHING: frozenset({P.PROMOTED, P.ROLLING_BACK, P.PAUSED}),
-    P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.FAILED}),
-    P.PAUSED: frozenset({P.GATING, P.VERIFYING, P.CANARY, P.WATCHING, P.FAILED, P.ROLLING_BACK}),
-    P.PROMOTED: frozenset(),
-    P.ROLLED_BACK: frozenset(),
-    P.FAILED: frozenset(),
+    RolloutPhase.PENDING: frozenset({RolloutPhase.GATING, RolloutPhase.FAILED}),
+    RolloutPhase.GATING: frozenset(
+        {RolloutPhase.STARTING, RolloutPhase.FAILED, RolloutPhase.PAUSED}
+    ),
+    RolloutPhase.STARTING: frozenset({RolloutPhase.VERIFYING, RolloutPhase.FAILED}),
+    RolloutPhase.VERIFYING: frozenset(
+        {RolloutPhase.SPLITTING, RolloutPhase.SWITCHING, RolloutPhase.FAILED, RolloutPhase.PAUSED}
+    ),
+    RolloutPhase.SPLITTING: frozenset({RolloutPhase.CANARY, RolloutPhase.ROLLING_BACK}),
+    RolloutPhase.CANARY: frozenset(
+        {
+            RolloutPhase.SPLITTING,
+            RolloutPhase.SWITCHING,
+            RolloutPhase.ROLLING_BACK,
+            RolloutPhase.PAUSED,
+        }
+    ),
+    RolloutPhase.SWITCHING: frozenset(
+        {RolloutPhase.WATCHING, RolloutPhase.PROMOTED, RolloutPhase.ROLLING_BACK}
+    ),
+    RolloutPhase.WATCHING: frozenset(
+        {RolloutPhase.PROMOTED, RolloutPhase.ROLLING_BACK, RolloutPhase.PAUSED}
+    ),
+    RolloutPhase.ROLLING_BACK: frozenset({RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED}),
+    RolloutPhase.PAUSED: frozenset(
+        {
+            RolloutPhase.GATING,
+            RolloutPhase.VERIFYING,
+            RolloutPhase.CANARY,
+            RolloutPhase.WATCHING,
+            RolloutPhase.FAILED,
+            RolloutPhase.ROLLING_BACK,
+        }
+    ),
+    RolloutPhase.PROMOTED: frozenset(),
+    RolloutPhase.ROLLED_BACK: frozenset(),
+    RolloutPhase.FAILED: frozenset(),
 }
 
 
@@ -330,7 +353,7 @@ def _finish(r: Rollout, *actions: Action) -> Decision:
 
 
 def _begin(r: Rollout, obs: Begin, policy: RolloutPolicy) -> Decision:
-    r = _move(r, P.GATING, obs.now, "running the gates", started_at=obs.now)
+    r = _move(r, RolloutPhase.GATING, obs.now, "running the gates", started_at=obs.now)
     return _decide(r, RunGates())
 
 
@@ -338,14 +361,16 @@ def _gates_done(r: Rollout, obs: GatesDone, policy: RolloutPolicy) -> Decision:
     outcome = _enum(GateOutcome, obs.outcome, "gate outcome")
     names = ", ".join(obs.failed) or "unnamed"
     if outcome is GateOutcome.FAILED:
-        return _finish(_move(r, P.FAILED, obs.now, f"gates failed: {names}"))
+        return _finish(_move(r, RolloutPhase.FAILED, obs.now, f"gates failed: {names}"))
     if outcome is GateOutcome.ERROR:
         reason = f"gates could not run: {names}; inconclusive, nothing was started"
-        return _finish(_move(r, P.PAUSED, obs.now, reason, paused_from=P.GATING))
+        return _finish(
+            _move(r, RolloutPhase.PAUSED, obs.now, reason, paused_from=RolloutPhase.GATING)
+        )
     skipped = outcome is GateOutcome.SKIPPED
     reason = "gates skipped by --force" if skipped else "gates passed"
     return _decide(
-        _move(r, P.STARTING, obs.now, reason, gates_skipped=skipped or r.gates_skipped),
+        _move(r, RolloutPhase.STARTING, obs.now, reason, gates_skipped=skipped or r.gates_skipped),
         StartRevision(),
     )
 
@@ -353,7 +378,7 @@ def _gates_done(r: Rollout, obs: GatesDone, policy: RolloutPolicy) -> Decision:
 def _started(r: Rollout, obs: RevisionStarted, policy: RolloutPolicy) -> Decision:
     r = _move(
         r,
-        P.VERIFYING,
+        RolloutPhase.VERIFYING,
         obs.now,
         f"verifying {obs.revision} before it gets traffic",
         candidate=obs.revision,
@@ -365,11 +390,11 @@ def _started(r: Rollout, obs: RevisionStarted, policy: RolloutPolicy) -> Decisio
 
 def _start_failed(r: Rollout, obs: RevisionFailed, policy: RolloutPolicy) -> Decision:
     name = obs.revision or r.candidate or "the new revision"
-    what = "failed to start" if r.phase is P.STARTING else "exited during verification"
+    what = "failed to start" if r.phase is RolloutPhase.STARTING else "exited during verification"
     where = f" in phase {obs.phase!r}" if obs.phase else ""
     code = f" (exit code {obs.exit_code})" if obs.exit_code is not None else ""
     error = f": {obs.error}" if obs.error else ""
-    r = _move(r, P.FAILED, obs.now, f"{name} {what}{where}{code}{error}")
+    r = _move(r, RolloutPhase.FAILED, obs.now, f"{name} {what}{where}{code}{error}")
     r = replace(r, candidate=obs.revision or r.candidate)
     stop = (StopNew(obs.revision, drain=False),) if obs.revision else ()
     return _finish(r, *stop)
@@ -407,14 +432,16 @@ def _next_step(r: Rollout, now: float, policy: RolloutPolicy, why: str) -> Decis
     if percent < 100 and r.previous is None:
         # Nothing else serves: there is no one to share new connections with.
         reason = f"{why}; first deploy, nothing to share traffic with: switching whole"
-        return _decide(_move(r, P.SWITCHING, now, reason), Switch(candidate))
+        return _decide(_move(r, RolloutPhase.SWITCHING, now, reason), Switch(candidate))
     previous = r.previous
     if percent < 100:
         assert previous is not None
         reason = f"{why}; sending {percent}% of new connections to {candidate}"
-        return _decide(_move(r, P.SPLITTING, now, reason), SetTraffic(candidate, previous, percent))
+        return _decide(
+            _move(r, RolloutPhase.SPLITTING, now, reason), SetTraffic(candidate, previous, percent)
+        )
     reason = f"{why}; switching traffic"
-    return _decide(_move(r, P.SWITCHING, now, reason), Switch(candidate))
+    return _decide(_move(r, RolloutPhase.SWITCHING, now, reason), Switch(candidate))
 
 
 def _traffic_set(r: Rollout, obs: TrafficSet, policy: RolloutPolicy) -> Decision:
@@ -429,7 +456,7 @@ def _traffic_set(r: Rollout, obs: TrafficSet, policy: RolloutPolicy) -> Decision
         "traffic_at": r.traffic_at if r.traffic_at is not None else obs.now,
         "watch_until": obs.now + policy.watch_seconds,
     }
-    r = _move(r, P.CANARY, obs.now, reason, **changes, **_FRESH)
+    r = _move(r, RolloutPhase.CANARY, obs.now, reason, **changes, **_FRESH)
     if policy.watch_seconds <= 0:
         return _next_step(r, obs.now, policy, f"{candidate} at {obs.percent}% (no watch window)")
     return _decide(r, ProbeCanary(candidate, after=0.0))
@@ -441,7 +468,7 @@ def _traffic_failed(r: Rollout, obs: TrafficFailed, policy: RolloutPolicy) -> De
         f"moving new connections to {r.candidate} failed: {obs.error}; restoring the previous "
         "routing"
     )
-    r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
+    r = _move(r, RolloutPhase.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
     return _decide(r, RollBack(r.previous))
 
 
@@ -459,7 +486,7 @@ def _canary_probe(r: Rollout, obs: ProbeDone, policy: RolloutPolicy) -> Decision
             f"{r.failure_streak} consecutive failed probes of {candidate} at the {r.percent}% "
             f"step (first{since}): {cat}: {obs.detail or cat}; rolling back"
         )
-        r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=r.failure_since)
+        r = _move(r, RolloutPhase.ROLLING_BACK, obs.now, reason, detected_at=r.failure_since)
         return _decide(r, RollBack(r.previous))
     advanced = _maybe_advance(r, obs.now, policy)
     return advanced or _decide(r, again)
@@ -482,10 +509,16 @@ def _switch_done(r: Rollout, obs: SwitchDone, policy: RolloutPolicy) -> Decision
         "traffic_at": r.traffic_at if r.traffic_at is not None else obs.now,
     }
     if policy.watch_seconds <= 0:
-        r = _move(r, P.PROMOTED, obs.now, f"{r.candidate} promoted (no watch window)", **changes)
+        r = _move(
+            r,
+            RolloutPhase.PROMOTED,
+            obs.now,
+            f"{r.candidate} promoted (no watch window)",
+            **changes,
+        )
         return _finish(r, *_drain_previous(r))
     reason = f"watching {r.candidate} for {policy.watch_seconds:g}s"
-    r = _move(r, P.WATCHING, obs.now, reason, **changes, **_FRESH)
+    r = _move(r, RolloutPhase.WATCHING, obs.now, reason, **changes, **_FRESH)
     return _decide(r, ProbeLive(after=0.0))
 
 
@@ -493,7 +526,7 @@ def _switch_failed(r: Rollout, obs: SwitchFailed, policy: RolloutPolicy) -> Deci
     # An unconfirmed switch may have half happened (a provider timed out): restore the
     # previous routing explicitly rather than assume it is untouched.
     reason = f"switch to {r.candidate} failed: {obs.error}; restoring the previous routing"
-    r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
+    r = _move(r, RolloutPhase.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
     return _decide(r, RollBack(r.previous))
 
 
@@ -508,7 +541,7 @@ def _watch_probe(r: Rollout, obs: ProbeDone, policy: RolloutPolicy) -> Decision:
             f"{r.failure_streak} consecutive failed probes after the switch "
             f"(first{since}): {cat}: {obs.detail or cat}; rolling back"
         )
-        r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=r.failure_since)
+        r = _move(r, RolloutPhase.ROLLING_BACK, obs.now, reason, detected_at=r.failure_since)
         return _decide(r, RollBack(r.previous))
     promoted = _maybe_promote(r, obs.now)
     return promoted or _decide(r, ProbeLive(policy.watch_interval))
@@ -516,43 +549,54 @@ def _watch_probe(r: Rollout, obs: ProbeDone, policy: RolloutPolicy) -> Decision:
 
 def _rollback_done(r: Rollout, obs: RollbackDone, policy: RolloutPolicy) -> Decision:
     back = f"traffic back on {r.previous}" if r.previous else "no previous revision to serve"
-    r = _move(r, P.ROLLED_BACK, obs.now, f"rolled back ({back}): {r.reason}")
+    r = _move(r, RolloutPhase.ROLLED_BACK, obs.now, f"rolled back ({back}): {r.reason}")
     stop = (StopNew(r.candidate, drain=True),) if r.candidate else ()
     return _finish(r, *stop)
 
 
 def _rollback_failed(r: Rollout, obs: RollbackFailed, policy: RolloutPolicy) -> Decision:
-    return _finish(_move(r, P.FAILED, obs.now, f"rollback failed: {obs.error}; {r.reason}"))
+    return _finish(
+        _move(r, RolloutPhase.FAILED, obs.now, f"rollback failed: {obs.error}; {r.reason}")
+    )
 
 
 def _resume(r: Rollout, obs: Resume, policy: RolloutPolicy) -> Decision:
     to = r.paused_from
     assert to is not None
     reason = f"resumed {to}"
-    if to is P.GATING:
+    if to is RolloutPhase.GATING:
         return _decide(_move(r, to, obs.now, reason, paused_from=None), RunGates())
     candidate = r.candidate
     assert candidate is not None
     fresh = _FRESH
-    if to is P.VERIFYING:
+    if to is RolloutPhase.VERIFYING:
         deadline = obs.now + policy.ready_timeout
         r = _move(r, to, obs.now, reason, paused_from=None, verify_deadline=deadline, **fresh)
         return _decide(r, ProbeNew(candidate, 0.0))
     until = obs.now + policy.watch_seconds
     r = _move(r, to, obs.now, reason, paused_from=None, watch_until=until, **fresh)
-    if to is P.CANARY:
+    if to is RolloutPhase.CANARY:
         return _decide(r, ProbeCanary(candidate, 0.0))
     return _decide(r, ProbeLive(0.0))
 
 
 def _cancel(r: Rollout, obs: Cancel) -> Decision:
-    where = r.paused_from if r.phase is P.PAUSED else r.phase
-    if r.phase is P.ROLLING_BACK:
+    where = r.paused_from if r.phase is RolloutPhase.PAUSED else r.phase
+    if r.phase is RolloutPhase.ROLLING_BACK:
         return Decision(r, (), f"already rolling back; {obs.reason} ignored")
-    if where in (P.SPLITTING, P.CANARY, P.SWITCHING, P.WATCHING):
-        when = "after the switch" if where in (P.SWITCHING, P.WATCHING) else "during a canary step"
+    if where in (
+        RolloutPhase.SPLITTING,
+        RolloutPhase.CANARY,
+        RolloutPhase.SWITCHING,
+        RolloutPhase.WATCHING,
+    ):
+        when = (
+            "after the switch"
+            if where in (RolloutPhase.SWITCHING, RolloutPhase.WATCHING)
+            else "during a canary step"
+        )
         reason = f"{obs.reason} {when}; rolling back"
-        r = _move(r, P.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
+        r = _move(r, RolloutPhase.ROLLING_BACK, obs.now, reason, detected_at=obs.now)
         return _decide(r, RollBack(r.previous))
     return _fail_before_traffic(r, obs.now, f"{obs.reason} during {where}; no traffic was moved")
 
@@ -560,13 +604,13 @@ def _cancel(r: Rollout, obs: Cancel) -> Decision:
 def _tick(r: Rollout, obs: Tick, policy: RolloutPolicy) -> Decision:
     # Past the deadline only an unbroken run of successes may still finish.
     expired = r.verify_deadline is not None and obs.now >= r.verify_deadline
-    if r.phase is P.VERIFYING and expired and r.last_probe is not ProbeCategory.OK:
+    if r.phase is RolloutPhase.VERIFYING and expired and r.last_probe is not ProbeCategory.OK:
         return _fail_before_traffic(r, obs.now, _deadline_reason(r, policy))
-    if r.phase is P.WATCHING:
+    if r.phase is RolloutPhase.WATCHING:
         promoted = _maybe_promote(r, obs.now)
         if promoted:
             return promoted
-    if r.phase is P.CANARY:
+    if r.phase is RolloutPhase.CANARY:
         advanced = _maybe_advance(r, obs.now, policy)
         if advanced:
             return advanced
@@ -592,7 +636,7 @@ def _count(r: Rollout, cat: ProbeCategory, obs: ProbeDone) -> Rollout:
         return replace(r, inconclusive_streak=r.inconclusive_streak + 1)
     if cat is ProbeCategory.OK:
         ready_at = r.ready_at
-        if ready_at is None and r.phase is P.VERIFYING:
+        if ready_at is None and r.phase is RolloutPhase.VERIFYING:
             ready_at = obs.now
         return replace(
             r,
@@ -619,14 +663,14 @@ def _maybe_pause(r: Rollout, obs: ProbeDone, policy: RolloutPolicy, retry: Actio
     if r.inconclusive_streak < policy.inconclusive_threshold:
         return _decide(r, retry)
     where = {
-        P.WATCHING: "traffic stays on the new revision",
-        P.CANARY: f"traffic stays split ({r.percent}% of new connections on {r.candidate})",
+        RolloutPhase.WATCHING: "traffic stays on the new revision",
+        RolloutPhase.CANARY: f"traffic stays split ({r.percent}% of new connections on {r.candidate})",
     }.get(r.phase, "no traffic moved")
     reason = (
         f"{r.inconclusive_streak} inconclusive probes in a row ({obs.detail or 'probe could not run'})"
         f"; paused, {where}"
     )
-    return _finish(_move(r, P.PAUSED, obs.now, reason, paused_from=r.phase))
+    return _finish(_move(r, RolloutPhase.PAUSED, obs.now, reason, paused_from=r.phase))
 
 
 def _maybe_promote(r: Rollout, now: float) -> Decision | None:
@@ -635,7 +679,7 @@ def _maybe_promote(r: Rollout, now: float) -> Decision | None:
     assert r.watch_until is not None
     if now < r.watch_until or r.last_probe is not ProbeCategory.OK:
         return None
-    r = _move(r, P.PROMOTED, now, f"{r.candidate} promoted after a clean watch window")
+    r = _move(r, RolloutPhase.PROMOTED, now, f"{r.candidate} promoted after a clean watch window")
     return _finish(r, *_drain_previous(r))
 
 
@@ -646,7 +690,7 @@ def _drain_previous(r: Rollout) -> tuple[Action, ...]:
 
 
 def _fail_before_traffic(r: Rollout, now: float, reason: str) -> Decision:
-    r = _move(r, P.FAILED, now, reason)
+    r = _move(r, RolloutPhase.FAILED, now, reason)
     stop = (StopNew(r.candidate, drain=False),) if r.candidate else ()
     return _finish(r, *stop)
 
@@ -693,19 +737,19 @@ def _enum(kind: type[_E], value: str, what: str) -> _E:
 
 
 _HANDLERS: dict[tuple[RolloutPhase, type], Callable[[Rollout, Any, RolloutPolicy], Decision]] = {
-    (P.PENDING, Begin): _begin,
-    (P.GATING, GatesDone): _gates_done,
-    (P.STARTING, RevisionStarted): _started,
-    (P.STARTING, RevisionFailed): _start_failed,
-    (P.VERIFYING, ProbeDone): _verify_probe,
-    (P.VERIFYING, RevisionFailed): _start_failed,
-    (P.SPLITTING, TrafficSet): _traffic_set,
-    (P.SPLITTING, TrafficFailed): _traffic_failed,
-    (P.CANARY, ProbeDone): _canary_probe,
-    (P.SWITCHING, SwitchDone): _switch_done,
-    (P.SWITCHING, SwitchFailed): _switch_failed,
-    (P.WATCHING, ProbeDone): _watch_probe,
-    (P.ROLLING_BACK, RollbackDone): _rollback_done,
-    (P.ROLLING_BACK, RollbackFailed): _rollback_failed,
-    (P.PAUSED, Resume): _resume,
+    (RolloutPhase.PENDING, Begin): _begin,
+    (RolloutPhase.GATING, GatesDone): _gates_done,
+    (RolloutPhase.STARTING, RevisionStarted): _started,
+    (RolloutPhase.STARTING, RevisionFailed): _start_failed,
+    (RolloutPhase.VERIFYING, ProbeDone): _verify_probe,
+    (RolloutPhase.VERIFYING, RevisionFailed): _start_failed,
+    (RolloutPhase.SPLITTING, TrafficSet): _traffic_set,
+    (RolloutPhase.SPLITTING, TrafficFailed): _traffic_failed,
+    (RolloutPhase.CANARY, ProbeDone): _canary_probe,
+    (RolloutPhase.SWITCHING, SwitchDone): _switch_done,
+    (RolloutPhase.SWITCHING, SwitchFailed): _switch_failed,
+    (RolloutPhase.WATCHING, ProbeDone): _watch_probe,
+    (RolloutPhase.ROLLING_BACK, RollbackDone): _rollback_done,
+    (RolloutPhase.ROLLING_BACK, RollbackFailed): _rollback_failed,
+    (RolloutPhase.PAUSED, Resume): _resume,
 }

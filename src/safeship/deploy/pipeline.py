@@ -49,17 +49,16 @@ from .targets.base import RevisionSpec, RevisionStatus, Target, TargetState, Tra
 
 __all__ = ["DeployRequest", "DeployResult", "Pipeline", "Services"]
 
-P = RolloutPhase
 # The step each phase of the rollout is shown as.
 _PHASE_STEPS = {
-    P.GATING: "gates",
-    P.STARTING: "start",
-    P.VERIFYING: "verify",
-    P.SPLITTING: "canary",
-    P.CANARY: "canary",
-    P.SWITCHING: "switch",
-    P.WATCHING: "watch",
-    P.ROLLING_BACK: "rollback",
+    RolloutPhase.GATING: "gates",
+    RolloutPhase.STARTING: "start",
+    RolloutPhase.VERIFYING: "verify",
+    RolloutPhase.SPLITTING: "canary",
+    RolloutPhase.CANARY: "canary",
+    RolloutPhase.SWITCHING: "switch",
+    RolloutPhase.WATCHING: "watch",
+    RolloutPhase.ROLLING_BACK: "rollback",
 }
 _AUDIT_OUTCOME = {
     "promoted": "promoted",
@@ -323,10 +322,10 @@ class Pipeline:
             },
         )
         if last != str(rollout.phase):
-            old = _PHASE_STEPS.get(P(last)) if last else None
+            old = _PHASE_STEPS.get(RolloutPhase(last)) if last else None
             new = _PHASE_STEPS.get(rollout.phase)
             # Splitting and its watch are one step; each canary step is a step of its own.
-            if old == new and rollout.phase is not P.SPLITTING:
+            if old == new and rollout.phase is not RolloutPhase.SPLITTING:
                 rec.save()
                 return
             if old and rec.is_open(old):
@@ -380,9 +379,9 @@ class Pipeline:
         if self._interrupted_step:
             self._interrupted_step = False  # only the step the Ctrl-C cut short
             return "interrupted"
-        if phase in (P.FAILED, P.ROLLING_BACK):
+        if phase in (RolloutPhase.FAILED, RolloutPhase.ROLLING_BACK):
             return "failed"
-        return "paused" if phase is P.PAUSED else "ok"
+        return "paused" if phase is RolloutPhase.PAUSED else "ok"
 
     def _finish(self, rollout: Rollout, finish: Finish) -> None:
         rec = self.recorder

@@ -33,8 +33,6 @@ from .targets.base import Target
 
 __all__ = ["recover_interrupted"]
 
-P = RolloutPhase
-
 
 def _alive(pid: int, start: int | None) -> bool:
     return procs.is_alive(procs.ProcessRef(pid, start))
@@ -70,10 +68,10 @@ async def recover_interrupted(
         previous, candidate = saved.get("previous"), saved.get("candidate")
         paused_from = saved.get("paused_from")
         rollout = Rollout(
-            phase=P(saved["phase"]),
+            phase=RolloutPhase(saved["phase"]),
             previous=previous,
             candidate=candidate,
-            paused_from=P(paused_from) if paused_from else None,
+            paused_from=RolloutPhase(paused_from) if paused_from else None,
         )
         recorder = Recorder(kind="recover", clock=clock)
         executor = Executor(target, recorder, audit, drain_seconds, clock=clock)
@@ -82,9 +80,9 @@ async def recover_interrupted(
         actions: list[str] = []
         if rollout.is_terminal:
             # Killed while draining: stop what the finished rollout was stopping.
-            leftover = previous if rollout.phase is P.PROMOTED else candidate
+            leftover = previous if rollout.phase is RolloutPhase.PROMOTED else candidate
             if leftover is not None:
-                await executor.stop(leftover, drained=rollout.phase is not P.FAILED)
+                await executor.stop(leftover, drained=rollout.phase is not RolloutPhase.FAILED)
                 actions.append(f"stopped {leftover}")
             outcome = str(rollout.phase)
         else:

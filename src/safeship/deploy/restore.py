@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import procs
 from ..config import current_env
 from ..errors import DeployError, SafeshipError
-from .. import procs
 from ._actions import Executor
 from .pipeline import DeployResult
 from .record import EventSink, Recorder
