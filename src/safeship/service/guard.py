@@ -38,7 +38,8 @@ from ..core.handshake import (
 )
 from ..errors import TokenError
 from ..tokens import (
-    TicketStore,
+    ExtractedToken,
+    Tickets,
     TokenVerifier,
     extract_token,
     negotiate_subprotocol,
@@ -114,7 +115,7 @@ class WebSocketGuard:
         paths: Sequence[str] | None = None,
         mode: DenialMode = "auto",
         cookie: str | None = None,
-        tickets: TicketStore | None = None,
+        tickets: Tickets | None = None,
         allowed_origins: Sequence[str] | None = None,
         subprotocols: Sequence[str] = (),
         authorize: Authorize | None = None,
@@ -189,9 +190,19 @@ class WebSocketGuard:
         if verifier is None:
             return AuthOutcome(failure="missing", detail="token verification is not configured")
         try:
-            found = extract_token(scope, cookie=self.cookie, tickets=self.tickets, now=self.clock())
+            found = extract_token(scope, cookie=self.cookie, tickets=self.tickets, redeem=False)
             if found is None:
                 return AuthOutcome(failure="missing")
+            if found.source == "ticket" and self.tickets is not None:
+                token = await self.tickets.redeem_async(
+                    found.token, path=str(scope.get("path")), now=self.clock()
+                )
+                if token is None:
+                    raise TokenError(
+                        "bad_ticket",
+                        "the ticket is unknown, expired, already used or for another path",
+                    )
+                found = ExtractedToken(token, "ticket")
             claims = verifier.verify(found.token, now=self.clock())
         except TokenError as exc:
             return AuthOutcome(failure=exc.kind, detail=exc.message)

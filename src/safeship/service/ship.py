@@ -36,7 +36,7 @@ from ..secrets import (
     register_secret,
     resolve_secret,
 )
-from ..tokens import TicketStore, TokenSettings, TokenVerifier, mint, ticket_endpoint
+from ..tokens import Tickets, TicketStore, TokenSettings, TokenVerifier, mint, ticket_endpoint
 from .drain import DrainEndpoint
 from .guard import Authorize, DenialMode, WebSocketGuard
 from .health import DependencyCheck, Health
@@ -118,7 +118,7 @@ class Safeship:
         )
         self.health = Health(self.startup, checks, metrics=self.metrics)
         self.token_settings = TokenSettings.from_config(self.manifest.auth)
-        self.tickets = TicketStore() if tickets else None
+        self.tickets: Tickets | None = self._ticket_store() if tickets else None
         self.secret: ResolvedSecret | None = None
         self.verifier: TokenVerifier | None = None
         self._guard_options: dict[str, Any] = {
@@ -251,7 +251,23 @@ class Safeship:
                 status_code=503,
                 headers={"retry-after": "1"},
             )
-        return await ticket_endpoint(self.verifier, self.tickets)(request)
+        paths = self._guard_options.get("paths")
+        default_path = paths[0] if paths and len(paths) == 1 else None
+        return await ticket_endpoint(self.verifier, self.tickets, default_path=default_path)(
+            request
+        )
+
+    def _ticket_store(self) -> Tickets:
+        """Shared in Redis when ``REDIS_URL`` is set (a ticket from one instance works on
+        every other), else in this process's memory."""
+        url = (self.environ.get("REDIS_URL") or "").strip()
+        if not url:
+            return TicketStore()
+        from ..tokens.tickets_redis import RedisTicketStore
+
+        store = RedisTicketStore(url)
+        self.startup.on_shutdown(store.aclose)
+        return store
 
     def mint(self, sub: str, *, ttl: float = 300.0, **claims: Any) -> str:
         """A token this service accepts (for tests, probes and demos)."""

@@ -12,7 +12,7 @@ from .extract import (
     parse_bearer,
     strip_token_subprotocols,
 )
-from .tickets import TicketStore, ticket_endpoint
+from .tickets import Tickets, TicketStore, ticket_endpoint
 from .verify import TokenSettings, TokenVerifier, mint
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "SUBPROTOCOL_PREFIX",
     "ExtractedToken",
     "TicketStore",
+    "Tickets",
     "TokenSettings",
     "TokenVerifier",
     "extract_token",

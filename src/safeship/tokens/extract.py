@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 from starlette.requests import cookie_parser
 from starlette.types import Scope
@@ -19,7 +19,7 @@ from starlette.types import Scope
 from ..errors import TokenError
 
 if TYPE_CHECKING:
-    from .tickets import TicketStore
+    from .tickets import Tickets, TicketStore
 
 __all__ = [
     "AUTH_SUBPROTOCOL",
@@ -117,12 +117,17 @@ def extract_token(
     scope: Scope,
     *,
     cookie: str | None = None,
-    tickets: TicketStore | None = None,
+    tickets: TicketStore | Tickets | None = None,
     now: float | None = None,
+    redeem: bool = True,
 ) -> ExtractedToken | None:
     """The handshake's token: the ``Authorization: Bearer`` header, then a ``jwt.<base64url>``
     subprotocol, then the ``cookie`` named, then a one-time ``ticket`` query parameter
-    (redeemed from ``tickets``). None when there is none.
+    (redeemed from ``tickets``; with ``redeem=False`` the ticket itself is returned, for a
+    caller that redeems it from an asynchronous store). None when there is none.
+
+    The ticket is honoured only under the exact parameter name ``ticket``: an encoded name
+    (``tic%6bet``) is not decoded into it.
 
     Raises:
         TokenError: ``malformed`` for a malformed Authorization header or ``jwt.``
@@ -147,12 +152,15 @@ def extract_token(
             if jar.get(cookie):
                 return ExtractedToken(jar[cookie], "cookie")
 
-    query = bytes(scope.get("query_string") or b"").decode("latin-1")
-    values = parse_qs(query, keep_blank_values=True).get("ticket")
+    values = _ticket_values(bytes(scope.get("query_string") or b""))
     if values is None:
         return None
     if tickets is None:
         raise TokenError("bad_ticket", "this service does not issue tickets")
+    if not redeem:
+        if len(values) != 1 or not values[0]:
+            raise TokenError("bad_ticket", "the handshake needs exactly one non-empty ticket")
+        return ExtractedToken(values[0], "ticket")
     token = tickets.redeem(values[0], now=now) if len(values) == 1 and values[0] else None
     if token is None:
         raise TokenError(
@@ -161,6 +169,17 @@ def extract_token(
             hint="request a new ticket just before connecting; each one works once",
         )
     return ExtractedToken(token, "ticket")
+
+
+def _ticket_values(query: bytes) -> list[str] | None:
+    """The values of the parameter named exactly ``ticket`` (the name is compared before any
+    percent-decoding; values are decoded), or None when there is none."""
+    values = [
+        unquote_plus(value.decode("latin-1"))
+        for name, _, value in (part.partition(b"=") for part in query.split(b"&"))
+        if name == b"ticket"
+    ]
+    return values or None
 
 
 def strip_token_subprotocols(offered: Sequence[str]) -> list[str]:
