@@ -551,15 +551,31 @@ class _Run:
         return self.sites[path]
 
     def _dynamic(self, module: str) -> bool:
-        """Whether the first-party module ``module`` defines names at runtime."""
+        """Whether the module ``module`` (first-party, or installed in the environment)
+        defines names at runtime: a module ``__getattr__``, ``globals()`` writes, or a
+        module object that replaces itself in ``sys.modules`` (lazy exports)."""
         if module not in self.dynamic:
             self.dynamic[module] = False
-            for candidate in self.modules.candidates(module.lstrip(".")):
-                text = _read(self.layout.root / candidate)
+            name = module.lstrip(".")
+            rel = name.replace(".", "/")
+            candidates = [self.layout.root / c for c in self.modules.candidates(name)]
+            for site in self.project.site_packages:
+                candidates += [site / f"{rel}.py", site / rel / "__init__.py"]
+            for candidate in candidates:
+                text = _read(candidate)
                 if text is not None:
-                    facts = FileContext.parse(candidate, text)  # reads the text, parses nothing
-                    self.dynamic[module] = facts.module_getattr or facts.globals_write
+                    facts = FileContext.parse(str(candidate), text)  # reads, parses nothing
+                    installed = not str(candidate).startswith(str(self.layout.root))
+                    self.dynamic[module] = (
+                        facts.module_getattr
+                        or facts.globals_write
+                        or "sys.modules[__name__]" in text
+                        # an installed package's lazy-export class: not ours to read closely
+                        or (installed and "def __getattr__(" in text)
+                    )
                     break
+            else:  # only compiled, or not found: names cannot be read statically
+                self.dynamic[module] = not self._is_first_party(name)
         return self.dynamic[module]
 
     # -- hints ---------------------------------------------------------------------------
