@@ -22,7 +22,7 @@ import kmock
 import pytest
 
 from safeship.config import KubernetesConfig, Manifest, load_manifest
-from safeship.deploy.operations import deploy
+from safeship.deploy.operations import deploy, down, status
 from safeship.deploy.pipeline import DeployRequest
 from safeship.deploy.targets import (
     Lifecycle,
@@ -126,6 +126,7 @@ def write_project(root: Path, server: str, **kubernetes: Any) -> None:
         'app_dir = "app"',
         "[environments.test]",
         "[deploy]",
+        'target = "kubernetes"',
         "ready_timeout = 40",
         "verify_probes = 3",
         "verify_interval = 0.1",
@@ -214,6 +215,12 @@ def test_good_deploys_switch_the_stable_service_and_drain_the_old_revision(tmp_p
             assert container["containers"][0]["envFrom"] == [
                 {"secretRef": {"name": "agent-secrets"}}
             ]
+            report = await status(env.manifest)
+            assert report["ok"] and report["serving"] == "r2"
+            assert report["health"]["front"]["category"] == "ok"
+            stopped = await down(env.manifest)
+            assert "stopped r2" in stopped
+            assert env.objects("apps/v1/deployments") == [] and env.selector()["revision"] == ""
 
     run(scenario())
 
