@@ -57,7 +57,7 @@ def spawn_deploy(root: Path, tmp_path: Path, *, all_gates: bool = False) -> subp
     log = (tmp_path / f"deploy-{len(list(tmp_path.glob('deploy-*')))}.log").open("w")
     args = DEPLOY[:3] if all_gates else DEPLOY  # all gates take long enough to be caught at
     return subprocess.Popen(
-        [sys.executable, "-c", "from safeship.cli import _entry; _entry()", *args],
+        [sys.executable, "-m", "safeship", *args],
         cwd=root,
         stdout=log,
         stderr=subprocess.STDOUT,
