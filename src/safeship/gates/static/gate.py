@@ -574,8 +574,12 @@ class _Run:
                         or (installed and "def __getattr__(" in text)
                     )
                     break
-            else:  # only compiled, or not found: names cannot be read statically
-                self.dynamic[module] = not self._is_first_party(name)
+            else:  # compiled only: its names cannot be read statically
+                self.dynamic[module] = any(
+                    next(site.glob(f"{rel}*.so"), None)
+                    or next(site.glob(f"{rel}/__init__*.so"), None)
+                    for site in self.project.site_packages
+                )
         return self.dynamic[module]
 
     # -- hints ---------------------------------------------------------------------------
