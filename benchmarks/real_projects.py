@@ -111,7 +111,6 @@ APPS = (
         "0.9.9",
         "opal_server.main:app",
         "opal_server",
-        env={"OPAL_POLICY_REPO_URL": ""},
         repair=("aiofiles",),
     ),
     App(
@@ -396,7 +395,9 @@ def find_mutations(
         except (SyntaxError, UnicodeDecodeError):
             continue
         dotted = rel[:-3].replace("/", ".").removesuffix(".__init__")
-        lazy_module = dotted not in baseline.modules and _imported_in_function(tree, app, dotted)
+        lazy_module = dotted not in baseline.modules
+        if lazy_module and not _imported_in_function(tree, app, dotted):
+            continue  # a module nobody imports (a CLI, a script): another question
         for category, node in _uses(module, path, baseline, lazy_module):
             sites[category].append(Mutation(category, rel, node.lineno, node.col_offset, node.id))
     picked: list[Mutation] = []
