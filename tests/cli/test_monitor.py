@@ -122,3 +122,15 @@ def test_the_long_running_monitor_alerts_serves_and_stops_on_sigterm(service, tm
     assert [m["title"] for m in received] == ["safeship: incident opened (test)"]
     assert "see more: safeship diagnose --env test" in received[0]["message"]
     assert OTHER_SECRET not in json.dumps(received)
+
+
+def test_once_runs_add_up_to_an_incident(service, tmp_path: Path):
+    """Cron runs share the history: the third failed run in a row opens the incident."""
+    write_manifest(tmp_path, service.url)
+    service.set("1011")
+    opened = []
+    for _ in range(3):
+        code, out, _ = run(tmp_path, "monitor", "--once", "--json")
+        assert code == 1
+        opened.append(json.loads(out)["analysis"]["test"]["incidents"])
+    assert opened[0] == {} and opened[1] == {} and set(opened[2]) == {"availability"}

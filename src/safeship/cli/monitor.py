@@ -62,12 +62,18 @@ def register(app: typer.Typer) -> None:
 
 
 async def _once(manifest: Manifest, envs: list[str]) -> dict[str, object]:
+    from ..monitor.notify import Notifier
     from ..monitor.operations import build_monitor, monitor_once
 
-    run = await build_monitor(manifest, envs)
+    # Each run picks up the history of the runs before it, so cron runs at an interval
+    # open incidents with the same thresholds (and notify) as the long-running monitor.
+    notifier = Notifier.from_manifest(manifest)
+    run = await build_monitor(manifest, envs, on_incident=notifier.incident)
     try:
+        run.monitor.restore()
         return await monitor_once(run)
     finally:
+        await notifier.close()
         if run.monitor.history is not None:
             run.monitor.history.close()
 
