@@ -184,6 +184,9 @@ def _import(module, scope):
         missing = _missing(exc)
         if missing:
             result["missing"] = missing
+        if _Failed in sys.meta_path:
+            _remember(exc, scope)
+            _Failed.failed.setdefault(module, exc)
     # When it ran, on the wall clock files are stamped with: what it wrote is found by time.
     result["t"] = [started, time.time()]
     with contextlib.suppress(Exception):  # these are optimisations; never fail the result
@@ -217,16 +220,19 @@ def child(sock, module, keep, scope):
     # even while the import is blocked in a system call.
     faulthandler.register(signal.SIGUSR1, file=sock.fileno(), all_threads=True)
     send(sock, {"hello": os.getpid()})
-    if isinstance(module, list):
-        return _startup(sock, module, scope)
+    if isinstance(module, dict):
+        return _startup(sock, module["entries"], scope, module.get("more", ()))
     if module in sys.modules:  # the zygote's dependency imported it: not a fresh import
         send(sock, {"status": "present"})
         os._exit(0)
     threads = threading.active_count()
     result = _import(module, scope)
     faulthandler.unregister(signal.SIGUSR1)
-    # A process with threads cannot be forked safely, and a failed import is no base.
-    keep = keep and result["status"] == "ok" and threading.active_count() == threads
+    # A process with threads cannot be forked safely. A failed import is no base, except
+    # where failures are remembered (forked from the started app): there the modules
+    # waiting for it meet the same failure at once, as its other importers do in the app.
+    usable = result["status"] == "ok" or _Failed in sys.meta_path
+    keep = keep and usable and threading.active_count() == threads
     result["zygote"] = keep
     send(sock, result)
     if not keep:
@@ -237,30 +243,102 @@ def child(sock, module, keep, scope):
     return _zygote(sock, scope)
 
 
-def _startup(sock, entries, scope):
+class _Failed:
+    """A meta path finder that raises, for a first-party module whose import already failed
+    in this process, the exception it failed with, instead of running it again.
+
+    Python forgets a failed import: every later importer runs the module again, and with it
+    every failed module between them, once per path through the import graph. Remembering
+    the failure runs each failing body once, and every importer still fails with the same
+    exception at the same line."""
+
+    failed: dict = {}
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        exc = cls.failed.get(name)
+        if exc is not None:
+            raise exc
+        return None
+
+
+def _remember(exc, scope):
+    """The first-party modules the exception interrupted (each was removed from
+    ``sys.modules``): their names, new ones only."""
+    names = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "<module>" and scope._inside(frame.f_code.co_filename):
+            name = frame.f_globals.get("__name__")
+            if isinstance(name, str) and name not in _Failed.failed and name not in sys.modules:
+                _Failed.failed[name] = exc
+                names.append(name)
+        tb = tb.tb_next
+    return names
+
+
+def _startup_import(sock, module, scope, continued):
+    """Import one module of the startup; report it, and every module its failure took down."""
+    send(sock, {"entry": module, "continued": continued})
+    started = time.time()
+    try:
+        __import__("importlib").import_module(module)
+        return {"status": "ok"}
+    except BaseException as exc:  # as in ``_import``: every failure is a result
+        try:
+            message = str(exc)
+        except Exception:
+            message = "<unprintable exception>"
+        result = {
+            "status": "error",
+            "type": _type_name(exc),
+            "message": message[:4000],
+            "frames": _frames(exc),
+            "t": [started, time.time()],
+        }
+        missing = _missing(exc)
+        if missing:
+            result["missing"] = missing
+        names = _remember(exc, scope)
+        if module not in _Failed.failed and module not in sys.modules:
+            _Failed.failed[module] = exc
+            names.insert(0, module)
+        for name in names:
+            send(sock, {"failed": name, **result})
+        return result
+
+
+def _startup(sock, entries, scope, more=()):
     """The app's startup: import the entry modules in order, in this one process, as the
-    service does; stop at the first that fails. This process then serves as the zygote of
-    every other module, whatever the outcome (a failed startup still left the modules it
+    service does. If one fails, go on with ``more`` (the rest of what the entries import,
+    each module after its own imports) in this process, so that every module that breaks
+    startup is found, not only the first. This process then serves as the zygote of every
+    other module, whatever the outcome (a failed startup still holds the modules it
     imported), so each of them meets the state a lazy import meets in the running app."""
     threads = threading.active_count()
+    before = set(sys.modules)
+    sys.meta_path.insert(0, _Failed)
     result: dict[str, object] = {"status": "ok"}
-    executed = 0
     started = time.time()
     for entry in entries:
-        send(sock, {"entry": entry})  # which entry a hang or a crash happened in
-        outcome = _import(entry, scope)
-        executed += int(outcome.get("executed") or 0)
+        outcome = _startup_import(sock, entry, scope, False)
         if outcome["status"] != "ok":
-            result = outcome
+            result = dict(outcome)
             result["entry"] = entry
             break
+    if result["status"] != "ok":
+        for module in more:
+            if module not in sys.modules and module not in _Failed.failed:
+                _startup_import(sock, module, scope, True)
     faulthandler.unregister(signal.SIGUSR1)
-    result.pop("learn", None)
-    result["executed"] = executed
     result["t"] = [started, time.time()]
     loaded = []
     with contextlib.suppress(Exception):
-        loaded = [n for n, m in list(sys.modules.items()) if scope.first_party(n, m)]
+        loaded = [
+            n for n, m in list(sys.modules.items()) if n not in before and scope.first_party(n, m)
+        ]
+    result["executed"] = len(loaded) + len(_Failed.failed)
     # In parts: a SOCK_SEQPACKET message must fit the socket's send buffer.
     part, size = [], 0
     for name in loaded:

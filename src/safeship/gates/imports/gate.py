@@ -30,7 +30,7 @@ from ..runner import CheckContext, python_files, result_from_findings
 from . import trace
 from .deps import declared_distributions, distributions_of, normalise_name
 from .findings import ImportOutcome, outcomes_to_findings, tier_of
-from .plan import ImportPlan, plan_imports, plan_spines
+from .plan import DEEP_LEVELS, ImportPlan, plan_imports, plan_spines
 from .pool import import_modules
 from .redaction import Redactor
 
@@ -255,7 +255,13 @@ class ImportsGate:
             if self.preload and not entries
             else []
         )
-        plan = plan_imports(found, {n: texts[p] for n, p in found if p in texts})
+        # In the app, a deep chain of lazy imports starts from the state it meets; only
+        # strict mode keeps a fresh import's exact stack depth (see ``plan``).
+        plan = plan_imports(
+            found,
+            {n: texts[p] for n, p in found if p in texts},
+            deep_levels=None if entries else DEEP_LEVELS,
+        )
         if not self.reuse:
             plan = ImportPlan(
                 spines=dict.fromkeys(files), reach={}, cost={}, weight={}, deep=frozenset()
@@ -275,6 +281,7 @@ class ImportsGate:
                 python=python,
                 python_flags=flags,
                 entries=entries,
+                more=plan.startup_order(entries),
                 cache_dir=_cache_dir(ctx.environ),
             )
         except OSError as exc:  # the interpreter itself cannot be started

@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["DEEP_LEVELS", "ImportPlan", "plan_imports", "plan_spines"]
@@ -64,6 +64,31 @@ class ImportPlan:
     worker starts heavy chains first, so the longest one does not finish last, alone."""
     deep: frozenset[str]
     """modules whose imports may nest deeper than ``DEEP_LEVELS``: always pristine."""
+    graph: dict[str, list[str]] = field(default_factory=dict)
+    """module -> the first-party modules importing it runs first: its packages, then its
+    top-level imports in source order."""
+
+    def startup_order(self, entries: Sequence[str]) -> list[str]:
+        """What importing ``entries`` imports, as this plan reads it, each module after
+        everything it imports (the order of the source, depth first)."""
+        out: list[str] = []
+        seen: set[str] = set()
+        for entry in entries:
+            if entry not in self.graph or entry in seen:
+                continue
+            seen.add(entry)
+            stack = [(entry, iter(self.graph.get(entry, ())))]
+            while stack:
+                name, children = stack[-1]
+                for child in children:
+                    if child not in seen and child in self.graph:
+                        seen.add(child)
+                        stack.append((child, iter(self.graph.get(child, ()))))
+                        break
+                else:
+                    stack.pop()
+                    out.append(name)
+        return out
 
 
 class _Module:
@@ -273,13 +298,17 @@ def _components(graph: dict[str, list[str]], order: list[str]) -> list[list[str]
 
 
 def plan_imports(
-    modules: Sequence[tuple[str, Path]], texts: Mapping[str, str] | None = None
+    modules: Sequence[tuple[str, Path]],
+    texts: Mapping[str, str] | None = None,
+    *,
+    deep_levels: int | None = DEEP_LEVELS,
 ) -> ImportPlan:
     """Plan every module's starting point (see the module docstring).
 
     Args:
         modules: ``(module name, file)`` pairs, as ``discover_modules`` returns them.
         texts: the files' contents by module name, when the caller has read them already.
+        deep_levels: nesting beyond which a module starts pristine; None: never.
     """
     known = {name for name, _ in modules}
     info: dict[str, _Module] = {}
@@ -312,7 +341,9 @@ def plan_imports(
         for member in members:
             closure[member] = bits
             levels[member] = nested + len(members)
-    deep = frozenset(name for name in order if levels[name] > DEEP_LEVELS)
+    deep = frozenset(
+        name for name in order if deep_levels is not None and levels[name] > deep_levels
+    )
     size = {name: closure[name].bit_count() for name in order}
     spines: dict[str, str | None] = {}
     for name, mod in info.items():
@@ -345,7 +376,7 @@ def plan_imports(
     weight: dict[str, int] = {}
     for name in _spine_order(spines, order, children):
         weight[name] = cost[name] + max((weight[c] for c in children.get(name, ())), default=0)
-    return ImportPlan(spines=spines, reach=reach, cost=cost, weight=weight, deep=deep)
+    return ImportPlan(spines=spines, reach=reach, cost=cost, weight=weight, deep=deep, graph=graph)
 
 
 def _holds_impure(

@@ -52,6 +52,7 @@ class _Settings:
     jobs: int
     pycache: str | None = None
     entries: Sequence[str] = ()
+    more: Sequence[str] = ()
     python_flags: Sequence[str] = ()
     never: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
@@ -83,6 +84,7 @@ class _Worker:
             "jobs": settings.jobs,
             "pycache": settings.pycache,
             "entries": list(settings.entries),
+            "more": list(settings.more),
             "modules": modules,
         }
         assert self.proc.stdin is not None
@@ -244,6 +246,7 @@ def import_modules(
     python: str | None = None,
     python_flags: Sequence[str] = (),
     entries: Sequence[str] = (),
+    more: Sequence[str] = (),
     cache_dir: Path | None = None,
 ) -> tuple[list[ImportOutcome], dict[str, Any]]:
     """Import each module in a child forked from a first-party-free worker (or from the
@@ -267,6 +270,9 @@ def import_modules(
             startup); every module the startup did not import then starts from a copy of
             that process instead of the pristine worker. Empty: every module starts from the
             pristine worker (or a dependency's process, see ``plan``).
+        more: when an entry fails, the modules the startup goes on importing, in order, in
+            the same process (``ImportPlan.startup_order``), to find every module that
+            breaks startup in one run.
         cache_dir: where bytecode caches are read and written (``sys.pycache_prefix``),
             never in the project's tree (default: a directory of this run).
 
@@ -305,6 +311,7 @@ def import_modules(
         cwd=sandbox,
         environ=environ,
         entries=tuple(entries),
+        more=tuple(more),
         python_flags=tuple(python_flags),
         preload=tuple(preload),
         first_party=tuple(first_party),

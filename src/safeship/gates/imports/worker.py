@@ -76,8 +76,9 @@ class _Run:
         self.pid = None
         self.result = None
         self.died = None  # when its socket closed without a result (waiting for the status)
-        self.entry = None  # the startup run: the entry module it is importing
+        self.entry = None  # the startup run: the module it is importing
         self.loaded = []  # the startup run: first-party modules the startup imported
+        self.failed = {}  # the startup run: module -> the failure that took it down
         # While a zygote: modules that will still start from it (waiting or importing).
         # It exits when none is left.
         self.refs = 0
@@ -102,6 +103,7 @@ class _Root:
         # With entries, the app's startup runs first, and the process holding the started
         # app replaces the root as the start of every module not started from a dependency.
         self.entries = list(config.get("entries") or [])
+        self.more = list(config.get("more") or [])
         self.app = None
         if self.entries:
             self.ready.append((STARTUP, None, 0))
@@ -148,7 +150,7 @@ class _Root:
         # The startup imports the whole app: it gets the time of a few modules.
         timeout = self.timeout * (STARTUP_TIMEOUTS if module == STARTUP else 1)
         run = _Run(module, ours, base, hops, time.monotonic() + timeout)
-        payload = self.entries if module == STARTUP else module
+        payload = {"entries": self.entries, "more": self.more} if module == STARTUP else module
         if base is None:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
@@ -241,6 +243,11 @@ class _Root:
         for module in sorted(done):
             self.channel.write(json.dumps({"module": module, "status": "ok", "startup": True}))
             self.channel.write("\n")
+        for module, failure in run.failed.items():
+            if module in self.left and module not in done:
+                done.add(module)
+                line = {**failure, "module": module, "startup": True}
+                self.channel.write(json.dumps(line) + "\n")
         if result.get("status") != "ok" and entry in self.left:
             done.add(entry)  # the startup's outcome is its outcome
         self.left -= done
@@ -345,7 +352,12 @@ class _Root:
         if "hello" in message:
             run.pid = message["hello"]
         elif "entry" in message and "status" not in message:
+            # Each module of the startup gets its deadline; the entries, the app's.
             run.entry = message["entry"]
+            scale = 1 if message.get("continued") else STARTUP_TIMEOUTS
+            run.deadline = time.monotonic() + self.timeout * scale
+        elif "failed" in message:
+            run.failed[message.pop("failed")] = message
         elif "loaded" in message and "status" not in message:
             run.loaded.extend(message["loaded"])
         elif "reaped" in message:
