@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -499,8 +500,18 @@ _ERROR_TEXT = {
 def _terminate(revision: _Revision, kill_after: float = KILL_AFTER) -> None:
     """SIGTERM to the revision's process group, SIGKILL after ``kill_after`` s (Cloud Run's 10 s
     when it retires an instance)."""
-    if revision.process is not None and procs.is_alive(revision.process):
-        asyncio.run(procs.terminate(revision.process, within=kill_after or 0.5, grace=5.0))
+    # Synchronous, as its callers are threads and close(), which may run inside an event loop.
+    ref = revision.process
+    if ref is None:
+        return
+    for sig, wait in ((signal.SIGTERM, kill_after or 0.5), (signal.SIGKILL, 5.0)):
+        if not procs.is_alive(ref):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ref.pid, sig)
+        deadline = time.monotonic() + wait
+        while procs.is_alive(ref) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def _rfc3339(seconds: float) -> str:
