@@ -220,16 +220,25 @@ def _auth(facts: Facts, probe: ProbeFact) -> _Result:
             "compare the secret the clients sign with and the one the service reads "
             "(`safeship check --only secrets`), then issuer, audience and expiry",
         )
-    good = backend_fp or client_fp
+    if not backend_fp:
+        return (
+            "secret_mismatch",
+            links,
+            "the consumers hold different secrets: make every one hold the secret the service "
+            "verifies with (its startup log names the variable and fingerprint); "
+            "`safeship check --only secrets` compares them before the next deploy",
+        )
     stale = [
-        str(c.get("consumer")) for c in facts.consumers if c.get("fingerprint") not in (None, good)
+        str(c.get("consumer"))
+        for c in facts.consumers
+        if c.get("fingerprint") not in (None, backend_fp)
     ]
     target = f" into {', '.join(stale)}" if stale else ""
     return (
         "secret_mismatch",
         links,
         f"make every consumer hold the secret the backend verifies with: copy "
-        f"{backend.get('name') or client.get('name') or 'it'}{target}, or rotate both together; "
+        f"{backend.get('name') or 'it'}{target}, or rotate both together; "
         "`safeship check --only secrets` compares them before the next deploy",
     )
 
