@@ -57,12 +57,24 @@ def test_default_actor_is_user_at_host(tmp_path: Path) -> None:
     assert re.fullmatch(r"[^@\s]+@[^@\s]+", entry["who"])
 
 
-def test_missing_log_reads_empty_but_fails_verification(tmp_path: Path) -> None:
+def test_missing_log_without_an_anchor_is_no_log_yet(tmp_path: Path) -> None:
     path = tmp_path / "none.jsonl"
     assert AuditLog(path).entries() == []
     result = verify(path)
-    assert not result.ok and result.entries == 0 and result.head is None
-    assert result.problems == [f"no audit log at {path}"]
+    assert result.ok and result.status == "no_log" and result.entries == 0
+    assert result.head is None and result.problems == []
+    assert result.notes == [f"no audit log yet at {path}"]
+
+
+def test_missing_log_with_an_anchor_fails(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _log(path, 2)
+    path.unlink()
+    result = verify(path)
+    assert not result.ok and result.status == "missing" and result.anchored == 2
+    assert result.problems == [
+        f"audit log missing: expected 2 entries anchored in {tmp_path / 'state.db'}"
+    ]
 
 
 def test_edited_line_is_named(tmp_path: Path) -> None:

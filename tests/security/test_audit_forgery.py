@@ -1,11 +1,14 @@
 """The audit chain cannot be forged: a history rewritten with recomputed hashes, a forged
-entry appended, a truncated tail or a missing file all fail ``safeship audit verify``."""
+entry appended, a truncated tail or a missing file all fail ``safeship audit verify``; with
+the key set, even an attacker who also rewrites the anchor in state.db fails; an unkeyed
+(legacy) log is reported as such, never silently intact."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -70,7 +73,7 @@ def test_appended_forged_entry_fails(log: Path) -> None:
     with log.open("a") as out:
         out.write(json.dumps(forged, separators=(",", ":")) + "\n")
     code, report = _verify(log)
-    assert code == 1 and any("line 4: no valid mac" in p for p in report["problems"]), report
+    assert code == 1 and any("line 4: no mac after keyed" in p for p in report["problems"]), report
 
 
 def test_truncated_tail_fails(log: Path) -> None:
@@ -84,7 +87,96 @@ def test_truncated_tail_fails(log: Path) -> None:
 def test_missing_file_fails(log: Path) -> None:
     log.unlink()
     code, report = _verify(log)
-    assert code == 1 and "no audit log" in report["problems"][0]
+    assert code == 1 and report["status"] == "missing"
+    assert report["problems"] == [
+        f"audit log missing: expected 3 entries anchored in {log.parent / 'state.db'}"
+    ]
+
+
+def test_a_fresh_project_has_no_audit_log_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / ".safeship" / "audit.jsonl"
+    code, report = _verify(path)
+    assert code == 0 and report["status"] == "no_log" and report["entries"] == 0
+    assert main(["audit", "verify", "--path", str(path)]) == 0
+    assert "no audit log yet" in capsys.readouterr().out
+
+
+def _set_anchor(log: Path) -> None:
+    """Point the anchor at the log's current head, as an attacker who can write state.db."""
+    last = json.loads(log.read_text().splitlines()[-1])
+    with sqlite3.connect(log.parent / "state.db") as db:
+        db.execute("UPDATE audit_head SET seq = ?, hash = ?", (last["seq"], last["hash"]))
+
+
+def test_a_rewrite_that_strips_the_macs_and_moves_the_anchor_fails_with_the_key(
+    log: Path,
+) -> None:
+    _rewrite(log, {"why": "approved by nobody"}, keep_mac=False)
+    _set_anchor(log)
+    code, report = _verify(log)
+    assert code == 1
+    assert any(p.startswith("unkeyed: none of the 3 entries") for p in report["problems"]), report
+
+
+def test_a_forged_entry_with_a_moved_anchor_fails_with_the_key(log: Path) -> None:
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    forged = {**entries[-1], "seq": 4, "prev": entries[-1]["hash"], "why": "forged"}
+    forged["mac"] = "0" * 64
+    forged["hash"] = entry_hash(forged)
+    with log.open("a") as out:
+        out.write(json.dumps(forged, separators=(",", ":")) + "\n")
+    _set_anchor(log)
+    code, report = _verify(log)
+    assert code == 1
+    assert any(p.startswith("line 4: the mac does not verify") for p in report["problems"])
+
+
+def test_without_the_key_a_forged_append_past_the_anchor_fails(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SAFESHIP_AUDIT_KEY")
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    forged = {**entries[-1], "seq": 4, "prev": entries[-1]["hash"], "why": "forged"}
+    forged.pop("mac")
+    forged["hash"] = entry_hash(forged)
+    with log.open("a") as out:
+        out.write(json.dumps(forged, separators=(",", ":")) + "\n")
+    code, report = _verify(log)
+    assert code == 1
+    assert any("past the head the state store anchors" in p for p in report["problems"])
+
+
+def test_a_legacy_unkeyed_log_is_reported_never_silently_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("SAFESHIP_AUDIT_KEY", raising=False)
+    path = tmp_path / ".safeship" / "audit.jsonl"
+    AuditLog(path, environ={"SAFESHIP_ACTOR": "ann@laptop"}).append("forced", {"env": "staging"})
+    # Without the key: the chain holds, and the report says it is the hash chain only.
+    code, report = _verify(path)
+    assert code == 0 and report["keyed"] == 0 and report["unkeyed"] == 1
+    assert any(n.startswith("unkeyed: 1 entries carry no mac") for n in report["notes"])
+    assert main(["audit", "verify", "--path", str(path)]) == 0
+    assert "unkeyed: hash chain only" in capsys.readouterr().out
+    # Once the key is configured, a log with no keyed entry is refused...
+    monkeypatch.setenv("SAFESHIP_AUDIT_KEY", KEY)
+    code, report = _verify(path)
+    assert code == 1 and report["problems"][0].startswith("unkeyed: none of the 1 entries")
+    # ...until an append with the key vouches for the legacy entries before it.
+    AuditLog(path, environ={"SAFESHIP_AUDIT_KEY": KEY}).append("forced", {"env": "staging"})
+    code, report = _verify(path)
+    assert code == 0 and report["keyed"] == 1 and report["unkeyed"] == 1
+    assert report["notes"] == [
+        "lines 1-1 were written before SAFESHIP_AUDIT_KEY was set (legacy); the keyed entry "
+        "at line 2 vouches for them"
+    ]
+    # An unkeyed entry after a keyed one is refused.
+    AuditLog(path, environ={}).append("forced", {"env": "staging"})
+    code, report = _verify(path)
+    assert code == 1 and any(p.startswith("line 3: no mac after keyed") for p in report["problems"])
 
 
 def test_without_the_key_the_anchor_still_catches_a_rewrite(

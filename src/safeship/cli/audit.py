@@ -1,7 +1,7 @@
 """``safeship audit verify|show``: check and read the tamper-evident audit log.
 
-``verify`` exits 0 when the hash chain is intact and 1 when it is broken, naming each
-broken line.
+``verify`` exits 0 when the chain is intact (or there is no audit log yet) and 1 when it is
+broken or missing, naming each broken line; it says when the log is unkeyed or not anchored.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         path: Path | None = typer.Option(None, "--path", metavar="FILE", help=_PATH_HELP),
         json_output: bool = typer.Option(False, "--json", help="Print a JSON report."),
     ) -> None:
-        """Check the hash chain; exit 1 and name each broken line if it was tampered with."""
+        """Check the chain, its key and its anchor; exit 1 and name what was tampered with."""
         from rich.markup import escape
 
         from ..deploy.audit import verify
@@ -48,16 +48,27 @@ def register(app: typer.Typer) -> None:
         result = verify(log)
         if json_output:
             emit_json(result.as_dict())
+        elif result.status == "no_log":
+            console.print(f"no audit log yet at {escape(str(log))} (nothing was audited)")
         elif result.ok:
-            head = f"; head {result.head}" if result.head else ""
+            if result.keyed:
+                how = "keyed"
+            elif result.unkeyed < result.entries:
+                how = "macs not checked: no audit key"
+            else:
+                how = "unkeyed: hash chain only"
+            how += f", anchored at seq {result.anchored}" if result.anchored else ", not anchored"
             console.print(
-                f"[bold green]✓ audit log intact[/]: {result.entries} entries in "
-                f"{escape(str(log))}{head}"
+                f"[bold green]✓ audit log intact[/] ({how}): {result.entries} entries in "
+                f"{escape(str(log))}; head {result.head}"
             )
         else:
             console.print(f"[bold red]✗ audit log broken[/]: {escape(str(log))}")
             for problem in result.problems:
                 console.print(f"  {escape(problem)}")
+        if not json_output:
+            for note in result.notes if result.status != "no_log" else ():
+                console.print(f"  [yellow]note:[/] {escape(note)}")
         raise typer.Exit(0 if result.ok else 1)
 
     @audit_app.command("show")

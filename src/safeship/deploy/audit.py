@@ -8,13 +8,19 @@ reordering a line breaks the chain at a line that ``verify`` names.
 A plain hash chain can be recomputed by whoever can write the file, so two more defences:
 
 - **Key.** With ``SAFESHIP_AUDIT_KEY`` set (from the secret store, never in the state
-  directory), each entry also carries ``mac``, HMAC-SHA256 of its ``hash`` under the key;
-  ``verify`` with the key refuses an entry without a valid one, so a rewritten history with
-  recomputed hashes, or a forged entry, fails.
+  directory), each entry also carries ``mac``, HMAC-SHA256 of its ``hash`` under the key.
+  ``hash`` covers ``prev``, so one valid mac vouches for every entry before it. ``verify``
+  with the key refuses a mac that does not verify, an entry without one after keyed entries,
+  and a log where no entry is keyed (a rewrite can strip every mac): a rewritten history
+  with recomputed hashes, or a forged entry, fails. Entries written before the key was set
+  (legacy) are accepted when a keyed entry follows them, and reported.
 - **Anchor.** Every append records ``(seq, hash)`` of the new head in the state store
-  (``state.db`` beside the log); ``verify`` fails when the log ends before the anchored entry
-  or that entry's hash differs (the tail was truncated or rewritten), and when the log is
-  missing.
+  (``state.db`` beside the log); ``verify`` fails when the log ends before the anchored entry,
+  goes past it, or that entry's hash differs (the tail was truncated, appended to or
+  rewritten), and when the log is missing. No log and no anchor is a fresh project.
+
+What neither defends against: whoever holds the key (or root on the machine that has it in
+its environment), and whoever deletes the whole state directory (log and anchor together).
 """
 
 from __future__ import annotations
@@ -77,7 +83,9 @@ def _state_db(log: Path) -> Path:
 
 
 def _anchor_key(log: Path) -> str:
-    return str(log.resolve())
+    # The file name, not the absolute path: the state directory may be moved or mounted
+    # elsewhere, and state.db is always beside the log.
+    return log.name
 
 
 def _anchor(log: Path, seq: int, head: str) -> None:
@@ -251,16 +259,33 @@ class AuditVerification:
     entries: int
     problems: list[str] = field(default_factory=list)
     head: str | None = None
-    """Hash of the last valid entry: record it elsewhere to detect later tail deletion."""
+    """Hash of the last valid entry."""
     path: str = ""
+    status: str = "intact"
+    """``intact``, ``broken``, ``missing`` (an anchored log is gone) or ``no_log`` (nothing
+    was ever written: a fresh project)."""
+    keyed: int = 0
+    """Entries whose ``mac`` verified under the audit key (0 when no key was given)."""
+    unkeyed: int = 0
+    """Entries that carry no ``mac`` at all (written without the key, or before keying)."""
+    anchored: int | None = None
+    """The ``seq`` the state store anchors, or ``None`` (no anchor: written before anchoring,
+    or the state store is gone)."""
+    notes: list[str] = field(default_factory=list)
+    """What this verification could not prove, although nothing is broken."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "status": self.status,
             "path": self.path,
             "entries": self.entries,
             "head": self.head,
+            "keyed": self.keyed,
+            "unkeyed": self.unkeyed,
+            "anchored": self.anchored,
             "problems": list(self.problems),
+            "notes": list(self.notes),
         }
 
 
@@ -271,36 +296,82 @@ def verify(
 
     Detects an edited line (its hash no longer matches), a deleted or reordered line (a gap
     or step back in ``seq``, or ``prev`` not matching the line before), invalid JSON and a
-    truncated last line; with the audit key (``key``, default ``$SAFESHIP_AUDIT_KEY``), an
-    entry without a valid ``mac`` (a rewritten or forged history); against the anchor in the
-    state store, a log that ends early or whose anchored entry changed. A missing file fails.
+    truncated last line. With the audit key (``key``, default ``$SAFESHIP_AUDIT_KEY``): an
+    entry whose ``mac`` does not verify, an entry without one after keyed entries, and a log
+    where no entry is keyed (legacy, or its macs stripped by a rewrite). Against the anchor
+    in the state store: a log that ends before the anchored entry, goes past it, or whose
+    anchored entry changed, and a missing file. Without an anchor and without a file, there is
+    no audit log yet (ok).
     """
     path = Path(path)
     key = key if key is not None else _key(os.environ if environ is None else environ)
     result = AuditVerification(ok=True, entries=0, path=str(path))
     try:
-        anchor = _anchored(path)
-    except Exception as exc:
-        result.ok = False
-        result.problems.append(f"cannot read the anchor in {_state_db(path)}: {exc}")
-        return result
-    if not path.exists():
-        result.ok = False
-        anchored = f" (the state store anchors {anchor[0]} entries)" if anchor else ""
-        result.problems.append(f"no audit log at {path}{anchored}")
-        return result
-    try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = None
     except OSError as exc:
-        result.ok = False
+        result.ok, result.status = False, "broken"
         result.problems.append(f"cannot read {path}: {exc.strerror}")
         return result
+    try:
+        if fd is not None:
+            # Appends write the line and its anchor under LOCK_EX: read both as one state.
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            anchor = _anchored(path)
+        except Exception as exc:
+            result.ok, result.status = False, "broken"
+            result.problems.append(f"cannot read the anchor in {_state_db(path)}: {exc}")
+            return result
+        if fd is None:
+            if anchor is None:
+                result.status = "no_log"
+                result.notes.append(f"no audit log yet at {path}")
+                return result
+            result.ok, result.status, result.anchored = False, "missing", anchor[0]
+            result.problems.append(
+                f"audit log missing: expected {anchor[0]} entries anchored in {_state_db(path)}"
+            )
+            return result
+        try:
+            raw = _read_all(fd)
+        except OSError as exc:
+            result.ok, result.status = False, "broken"
+            result.problems.append(f"cannot read {path}: {exc.strerror}")
+            return result
+    finally:
+        if fd is not None:
+            os.close(fd)
+    _check(raw, key, anchor, result)
+    if anchor is None and result.entries:
+        result.notes.append(
+            f"not anchored in {_state_db(path)}: written before anchoring, or the state store "
+            "was removed; a truncated tail cannot be seen (the next append anchors it)"
+        )
+    result.ok = not result.problems
+    result.status = "intact" if result.ok else "broken"
+    return result
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check(
+    raw: bytes, key: str | None, anchor: tuple[int, str] | None, result: AuditVerification
+) -> None:
     lines = raw.split(b"\n")
     truncated = not raw.endswith(b"\n") and raw != b""
     if lines and lines[-1] == b"":
         lines.pop()
     prev_hash, prev_seq = GENESIS, 0
     problems = result.problems
+    first_keyed: int | None = None  # line number of the first entry with a mac
+    macs_unchecked = 0
     for number, data in enumerate(lines, 1):
         is_last = number == len(lines)
         try:
@@ -320,21 +391,40 @@ def verify(
             continue
         if entry_hash(entry) != entry["hash"]:
             problems.append(f"line {number}: hash mismatch (the entry was edited)")
-        if key is not None and not (
-            isinstance(entry.get("mac"), str)
-            and isinstance(entry["hash"], str)
-            and hmac.compare_digest(entry["mac"], entry_mac(entry["hash"], key))
-        ):
-            problems.append(
-                f"line {number}: no valid mac under the audit key (the entry was forged, or "
-                "the history rewritten)"
-            )
-        if anchor is not None and entry.get("seq") == anchor[0] and entry["hash"] != anchor[1]:
+        mac = entry.get("mac")
+        if mac is None:
+            result.unkeyed += 1
+            if key is not None and first_keyed is not None:
+                problems.append(
+                    f"line {number}: no mac after keyed entries (appended without "
+                    f"{AUDIT_KEY_ENV}, or forged)"
+                )
+        else:
+            first_keyed = first_keyed or number
+            if key is None:
+                macs_unchecked += 1
+            elif (
+                isinstance(mac, str)
+                and isinstance(entry["hash"], str)
+                and hmac.compare_digest(mac, entry_mac(entry["hash"], key))
+            ):
+                result.keyed += 1
+            else:
+                problems.append(
+                    f"line {number}: the mac does not verify under the audit key (the entry "
+                    "was forged or the history rewritten, or it was written under another key)"
+                )
+        seq = entry["seq"]
+        if anchor is not None and seq == anchor[0] and entry["hash"] != anchor[1]:
             problems.append(
                 f"line {number}: seq {anchor[0]} is not the entry the state store anchored "
                 "(the history was rewritten)"
             )
-        seq = entry["seq"]
+        if anchor is not None and isinstance(seq, int) and seq > anchor[0]:
+            problems.append(
+                f"line {number}: seq {seq} is past the head the state store anchors (seq "
+                f"{anchor[0]}): appended outside safeship, or its anchor write failed"
+            )
         if not isinstance(seq, int) or seq != prev_seq + 1:
             if isinstance(seq, int) and seq <= prev_seq:
                 problems.append(
@@ -354,11 +444,38 @@ def verify(
         prev_seq = seq if isinstance(seq, int) else prev_seq + 1
         if is_last and truncated:
             problems.append(f"line {number}: truncated (the last line has no newline)")
-    if anchor is not None and prev_seq < anchor[0]:
-        problems.append(
-            f"the log ends at seq {prev_seq}, but the state store anchors seq {anchor[0]} "
-            "(entries were removed from the end)"
-        )
-    result.ok = not problems
+    if anchor is not None:
+        result.anchored = anchor[0]
+        if prev_seq < anchor[0]:
+            problems.append(
+                f"the log ends at seq {prev_seq}, but the state store anchors seq {anchor[0]} "
+                "(entries were removed from the end)"
+            )
     result.head = prev_hash if result.entries else None
-    return result
+    if not result.entries:
+        return
+    if key is not None and first_keyed is None:
+        # A rewrite that strips every mac looks exactly like a log written before the key:
+        # with the key configured, neither is accepted.
+        problems.append(
+            f"unkeyed: none of the {result.entries} entries carries a mac, although "
+            f"{AUDIT_KEY_ENV} is set (written before the key was set, or the macs were "
+            "stripped by a rewrite); review the history, then any append with the key set "
+            "(a deploy, a skipped gate) keys the log and vouches for the entries before it"
+        )
+    elif key is not None and first_keyed is not None and first_keyed > 1:
+        result.notes.append(
+            f"lines 1-{first_keyed - 1} were written before {AUDIT_KEY_ENV} was set (legacy); "
+            f"the keyed entry at line {first_keyed} vouches for them"
+        )
+    elif key is None and macs_unchecked:
+        result.notes.append(
+            f"{macs_unchecked} entries carry a mac that was not checked: set {AUDIT_KEY_ENV} "
+            "to verify them"
+        )
+    if key is None and result.unkeyed:
+        result.notes.append(
+            f"unkeyed: {result.unkeyed} entries carry no mac (written without "
+            f"{AUDIT_KEY_ENV}); the hash chain and the anchor hold, but whoever can write "
+            "the state directory could have recomputed them"
+        )
