@@ -182,3 +182,11 @@ def test_a_wrong_reply():
     wrong = ProbeFact("check_failed", "check_failed", None, "step 1: type: expected pong")
     chain = explain(Facts("s", NOW, probes=[wrong]))
     assert chain.cause == "wrong_reply" and "probe_expect" in chain.hint
+
+
+def test_the_monitor_s_open_incidents_come_right_after_the_symptom():
+    incident = {"class": "auth", "key": "staging", "opened": NOW - 125.0}
+    chain = explain(Facts("staging", NOW, probes=[DENIED], client_secret=CLIENT,
+                          backend_secret=BACKEND, incidents=[incident]))  # fmt: skip
+    assert whats(chain)[1] == "the monitor has had an open auth incident on staging for 125 s"
+    assert chain.links[1].source == "history" and chain.cause == "secret_mismatch"

@@ -70,6 +70,8 @@ class Facts:
     consumers: Sequence[Mapping[str, Any]] = ()
     problems: Sequence[str] = ()
     """What the target says is inconsistent (a dead front, ...)."""
+    incidents: Sequence[Mapping[str, Any]] = ()
+    """The monitor's open incidents for the environment: ``{class, opened, key}``."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,16 @@ def explain(facts: Facts) -> Chain:
     first = Link(symptom, "probe", {"category": category, "code": sample.code})
     handler = _CHAINS.get(category, _generic)
     cause, links, hint = handler(facts, sample)
-    return Chain(facts.env, "failing", symptom, cause, (first, *links), hint)
+    history = [
+        Link(
+            f"the monitor has had an open {i.get('class')} incident on {i.get('key')} for "
+            f"{max(0.0, facts.now - float(i.get('opened') or facts.now)):.0f} s",
+            "history",
+            {"incident": dict(i)},
+        )
+        for i in facts.incidents
+    ]
+    return Chain(facts.env, "failing", symptom, cause, (first, *history, *links), hint)
 
 
 def _symptom(probe: ProbeFact, count: int, total: int) -> str:

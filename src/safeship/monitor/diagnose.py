@@ -132,6 +132,7 @@ async def gather(
         backend_secret=evidence.backend_secret(lines) if lines else None,
         consumers=evidence.consumer_secrets(manifest, env, environ),
         problems=tuple(view.problems) + ((view.error,) if view.error else ()),
+        incidents=_open_incidents(manifest, env),
     )
     extra = {
         "url": endpoint.base_url,
@@ -140,6 +141,23 @@ async def gather(
         "probe_setup_error": setup_error,
     }
     return facts, extra
+
+
+def _open_incidents(manifest: Manifest, env: str) -> tuple[dict[str, Any], ...]:
+    """The monitor's open incidents for ``env``, when a monitor keeps its history here."""
+    from .operations import history_for
+
+    path = manifest.resolve(manifest.deploy.state_dir) / "monitor.db"
+    if not path.is_file():
+        return ()
+    try:
+        history = history_for(manifest)
+    except SafeshipError:
+        return ()
+    try:
+        return tuple(history.incidents(env, open_only=True))
+    finally:
+        history.close()
 
 
 async def diagnose(
