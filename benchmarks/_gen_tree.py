@@ -120,7 +120,14 @@ def generate(root: Path, modules: int = 5000, seed: int = 4) -> Tree:
     packages = {s.module.rpartition(".")[0] for s in specs if s.kind != "test"}
     for package in sorted(packages | {"svc"}):
         _write(root, f"{package}.__init__", ['"""Package."""'], package=True)
-    main = _main_module([s for s in specs if s.kind == "core" and s.parent is None])
+    # Plugins holding a startup defect are the ones loaded by the app's startup hook: the
+    # others are imported only by a method no startup code calls (they break on call).
+    loaded = [
+        s
+        for s in specs
+        if s.kind == "plugin" and any(d.tier == "breaks-startup" for d in s.defects)
+    ]
+    main = _main_module([s for s in specs if s.kind == "core" and s.parent is None], loaded)
     _write(root, "svc.main", main)
     tree.modules = len(specs) + len(packages | {"svc"}) + 1
     tree.lines += len(main)
@@ -181,7 +188,7 @@ def _seed_defects(specs: list[ModuleSpec], rng: random.Random) -> None:
     plans: list[tuple[ModuleSpec, DefectPlan]] = []
     for i in range(TIER_PLAN["breaks-startup"]):
         kind = STARTUP_KINDS[i % len(STARTUP_KINDS)]
-        # Every fourth one sits in a plugin: reachable only through a lazy import.
+        # Every fourth one sits in a plugin: imported lazily, by the app's startup hook.
         pool = plugins if i % 4 == 3 and kind not in ("ty-import",) else core
         plans.append((pick(pool), DefectPlan(kind, "breaks-startup")))
     for i in range(TIER_PLAN["breaks-on-call"]):
@@ -206,7 +213,7 @@ def _seed_defects(specs: list[ModuleSpec], rng: random.Random) -> None:
         spec.defects.append(plan)
 
 
-def _main_module(tops: list[ModuleSpec]) -> list[str]:
+def _main_module(tops: list[ModuleSpec], plugins: list[ModuleSpec]) -> list[str]:
     lines = [
         '"""The entry module: builds the app from every top-level router."""',
         "",
@@ -217,4 +224,7 @@ def _main_module(tops: list[ModuleSpec]) -> list[str]:
         lines.append(f"from {spec.module} import router as router_{spec.index}")
     lines += ["", 'app = FastAPI(title="svc")']
     lines += [f"app.include_router(router_{spec.index})" for spec in tops]
+    if plugins:
+        lines += ["", "", '@app.on_event("startup")', "async def _load_plugins() -> None:"]
+        lines += [f"    import {spec.module}  # noqa: F401" for spec in plugins]
     return lines
