@@ -51,7 +51,10 @@ def test_an_outage_opens_one_incident_and_its_end_resolves_it(service, tmp_path:
     assert "1011" in events[0].transition.detail
     rows = monitor.history.incidents("test")
     assert len(rows) == 1 and rows[0]["resolved"] is not None
-    assert len(monitor.history.recent("test", 100)) == 6
+    recent = monitor.history.recent("test", 100)
+    assert len(recent) == 6
+    # Failures keep every check's verdict; passing probes only their outcome (size bound).
+    assert ["checks" in r for r in recent] == [False, False, True, True, True, False]
     text = monitor.exporter.render().decode()
     assert 'safeship_probe_total{check="websocket",env="test",outcome="internal_error"} 3.0' in text
     assert 'safeship_incident_open{class="availability",env="test"} 0.0' in text

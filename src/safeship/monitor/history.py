@@ -24,7 +24,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS probes (
     at REAL NOT NULL, key TEXT NOT NULL, env TEXT NOT NULL, revision TEXT,
     category TEXT NOT NULL, kind TEXT, code INTEGER, detail TEXT,
-    handshake_ms REAL, total_ms REAL, sample TEXT NOT NULL
+    handshake_ms REAL, total_ms REAL, sample TEXT
 );
 CREATE INDEX IF NOT EXISTS probes_key_at ON probes (key, at);
 CREATE TABLE IF NOT EXISTS incidents (
@@ -76,7 +76,9 @@ class History:
                 (
                     sample.at, ep.key, ep.env, ep.revision, sample.category, sample.kind,
                     sample.code, sample.detail, sample.handshake_ms, sample.total_ms,
-                    json.dumps(sample.as_dict()),
+                    # The whole sample (every check's verdict and timings) only for failures:
+                    # at 1 s, passing samples would make the file grow by GBs a day.
+                    None if sample.ok else json.dumps(sample.as_dict()),
                 ),
             )  # fmt: skip
 
@@ -118,9 +120,9 @@ class History:
     def recent(self, env: str, limit: int = 20) -> list[dict[str, Any]]:
         """The last probes of ``env`` (front and revisions), newest first."""
         rows = self._db.execute(
-            "SELECT sample FROM probes WHERE env = ? ORDER BY at DESC LIMIT ?", (env, limit)
+            "SELECT * FROM probes WHERE env = ? ORDER BY at DESC LIMIT ?", (env, limit)
         ).fetchall()
-        return [json.loads(r["sample"]) for r in rows]
+        return [json.loads(r["sample"]) if r["sample"] else _summary(r) for r in rows]
 
     def incidents(self, env: str | None = None, *, open_only: bool = False) -> list[dict[str, Any]]:
         query = "SELECT * FROM incidents"
@@ -134,3 +136,18 @@ class History:
             query += " WHERE " + " AND ".join(clauses)
         rows = self._db.execute(query + " ORDER BY opened DESC", args).fetchall()
         return [dict(r) for r in rows]
+
+
+def _summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "env": row["env"],
+        "revision": row["revision"],
+        "at": row["at"],
+        "ok": row["category"] == "ok",
+        "category": row["category"],
+        "kind": row["kind"],
+        "code": row["code"],
+        "detail": row["detail"],
+        "handshake_ms": row["handshake_ms"],
+        "total_ms": row["total_ms"],
+    }
