@@ -449,3 +449,24 @@ def test_an_unreachable_api_is_a_target_error_within_the_request_timeout(tmp_pat
     with pytest.raises(TargetError, match="did not answer GET"):
         asyncio.run(target.state())
     target.close()
+
+
+def test_a_start_cancelled_half_way_removes_its_revision(tmp_path):
+    async def scenario() -> None:
+        async with cluster_env(tmp_path) as env:
+            target = env.target()
+            starting = asyncio.create_task(target.start(spec("agent:good")))
+            await wait_until_async(
+                lambda: any(p.deployment == "agent-r1" for p in env.harness.pods.values()),
+                within=30,
+                what="the revision's pod",
+            )
+            starting.cancel()  # Ctrl-C while it waits for availability
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+            assert env.objects("apps/v1/deployments") == []
+            assert [s["metadata"]["name"] for s in env.objects("v1/services")] == ["agent"]
+            await wait_until_async(lambda: not env.harness.pods, within=30, what="pods gone")
+            target.close()
+
+    run(scenario())
