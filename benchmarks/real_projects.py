@@ -516,7 +516,9 @@ def _function_uses(
         if keys & baseline.ran
         else None
     )
-    for name in body if category else ():
+    if category is None:
+        return
+    for name in body:
         ran = (str(path), name.lineno) in baseline.lines
         yield (category if ran else "conditional"), name
 

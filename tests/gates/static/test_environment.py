@@ -43,7 +43,7 @@ def _run(root: Path, entry: str = "app.main", **kwargs: object) -> GateResult:
     ctx = build_context(
         root, Manifest(root=root), "development", entries=[entry], base_environ={}, **kwargs
     )
-    return StaticGate().run(ctx)  # type: ignore[arg-type]
+    return StaticGate().run(ctx)
 
 
 def _rule(result: GateResult, rule: str) -> list[Finding]:

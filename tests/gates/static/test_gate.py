@@ -66,7 +66,7 @@ def _context(root: Path = FIXTURE, env: str = "development", **kwargs: object) -
     manifest_file = root / "safeship.toml"
     manifest = load_manifest(manifest_file) if manifest_file.exists() else Manifest(root=root)
     kwargs.setdefault("python", sys.prefix)
-    return build_context(root, manifest, env, base_environ={}, **kwargs)  # type: ignore[arg-type]
+    return build_context(root, manifest, env, base_environ={}, **kwargs)
 
 
 def _rows(result: GateResult) -> set[tuple[Tier, str | None, int | None, str, str | None]]:

@@ -12,10 +12,10 @@ from safeship.config import Manifest
 from safeship.gates.model import Finding, GateResult, Tier
 from safeship.gates.runner import build_context
 from safeship.gates.static.gate import StaticGate
-from safeship.gates.static.startup import read_units
+from safeship.gates.static.startup import ModuleUnits, read_units
 
 
-def _units(source: str, module: str = "shop.main", package: bool = False):  # type: ignore[no-untyped-def]
+def _units(source: str, module: str = "shop.main", package: bool = False) -> ModuleUnits:
     text = textwrap.dedent(source)
     return read_units(module, package, ast.parse(text), text.splitlines())
 
