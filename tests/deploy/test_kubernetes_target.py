@@ -470,3 +470,12 @@ def test_a_start_cancelled_half_way_removes_its_revision(tmp_path):
             target.close()
 
     run(scenario())
+
+
+def test_a_start_without_an_image_says_where_to_give_one():
+    target = KubernetesTarget(KubernetesConfig(), service="agent")
+    with pytest.raises(TargetError) as caught:
+        asyncio.run(target.start(RevisionSpec(source=Path("."), app="faulty_agent:app")))
+    assert "--image" in (caught.value.hint or "") and "[deploy.kubernetes] image" in (
+        caught.value.hint or ""
+    )
