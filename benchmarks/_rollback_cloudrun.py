@@ -315,3 +315,8 @@ async def run_cloudrun(args: Any, settings: dict[str, Any], secret: str, base: P
         _line("  full switch (CR-2)", str(full))
         _line("  at a 10 % canary step (CR-3)", str(step))
         _line("  ratio", f"{100 * ratio:.1f} %", f"goal <= 10 %  {_mark(ratio <= 0.10)}")
+        print(
+            "  (the fake routes exactly 10 % of new connections to the step, and a step is "
+            "judged as fast as the watch after a switch, so the ratio sits at the share itself, "
+            "give or take a connection)"
+        )
