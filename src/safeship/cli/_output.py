@@ -33,7 +33,38 @@ def make_console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
     """
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=soft_wrap)
+    return Console(file=_Redacting(stderr), highlight=False, soft_wrap=soft_wrap)
+
+
+class _Redacting:
+    """The console's file: every write goes through ``redact`` (a secret value the command
+    read, a token, a URL password) before it reaches stdout or stderr, whichever is current
+    at the time of the write (so redirection and capture keep working)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    @property
+    def _target(self) -> Any:
+        return sys.stderr if self._stderr else sys.stdout
+
+    def write(self, text: str) -> int:
+        from ..secrets import redact
+
+        return self._target.write(redact(text))
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._target, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return int(self._target.fileno())
+
+    @property
+    def encoding(self) -> str:
+        return str(getattr(self._target, "encoding", None) or "utf-8")
 
 
 def __getattr__(name: str) -> Any:
@@ -46,9 +77,23 @@ def __getattr__(name: str) -> Any:
 
 
 def emit_json(data: Any) -> None:
-    """Write one JSON document to stdout (machine output never goes through rich)."""
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """Write one JSON document to stdout (machine output never goes through rich), every
+    string in it redacted before it is serialized."""
+    text = json.dumps(_redacted(data), indent=2, sort_keys=False, default=str)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def _redacted(value: Any) -> Any:
+    from ..secrets import redact
+
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_redacted(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def print_error(exc: SafeshipError, *, as_json: bool = False) -> None:

@@ -5,6 +5,7 @@ Exit codes: 0 clean, 1 a finding blocks or a gate could not run, 2 usage or conf
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,6 +150,7 @@ def register(app: typer.Typer) -> None:
         from ..deploy.audit import AuditLog, audit_path
         from ..gates import GATES, build_context, run_planned
         from ..gates.report import print_text, render_json, render_sarif
+        from ..secrets import register_environment_secrets
         from ._output import console, emit_json, err_console
 
         if json_output and output_format not in (None, "json"):
@@ -166,6 +168,11 @@ def register(app: typer.Typer) -> None:
         _require_python(root)
         target = env.strip() if env else current_env()
         critical = manifest.is_critical(target)  # also rejects an unknown environment
+        # Before anything is printed or audited: the environment's secret values are redacted
+        # from all of it (a --reason quoting one included).
+        register_environment_secrets(
+            {manifest.auth.secret, *manifest.secrets}, target, dict(os.environ)
+        )
         plan = plan_gates(target, critical, only, skip or (), force, reason, tuple(GATES))
         if write_baseline and baseline is None and not manifest.gates.baseline:
             raise UsageError(

@@ -21,6 +21,7 @@ from ..secrets import (
     SecretSource,
     candidate_names,
     fingerprint,
+    register_secret,
     source_from_spec,
     weaknesses,
 )
@@ -122,6 +123,8 @@ class SecretsGate:
                     findings.append(self._missing(ctx, base, spec, source, names, config))
                 continue
             name, value = found
+            if not weaknesses(value, config.min_bytes):
+                register_secret(value)  # redacted from everything this process prints
             fp = fingerprint(value, salt)
             held.append(_Held(spec, name, fp))
             problems = weaknesses(value, config.min_bytes)

@@ -17,6 +17,7 @@ from .resolve import (
     GENERATING_ENVIRONMENTS,
     ResolvedSecret,
     candidate_names,
+    register_environment_secrets,
     resolve_secret,
 )
 from .sources import (
@@ -48,6 +49,7 @@ __all__ = [
     "fingerprint",
     "install_redaction",
     "redact",
+    "register_environment_secrets",
     "register_secret",
     "resolve_secret",
     "source_from_spec",

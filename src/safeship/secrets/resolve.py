@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import SecretError
@@ -175,3 +175,17 @@ def _accept(
         fingerprint=fp,
         warnings=warnings,
     )
+
+
+def register_environment_secrets(
+    bases: Iterable[str], env: str, environ: Mapping[str, str]
+) -> None:
+    """Register for redaction the values that the environment holds for ``bases`` in ``env``
+    (``<BASE>_<ENV>``, ``<BASE>``), so a command redacts them from everything it writes,
+    the audit log included, before any gate has read them. Weak values are left out: a
+    placeholder is no secret, and redacting it would mangle ordinary words."""
+    for base in bases:
+        for name in candidate_names(base, env):
+            value = environ.get(name)
+            if value and not weaknesses(value):
+                register_secret(value)
