@@ -471,3 +471,38 @@ def test_a_manifest_without_the_service_is_a_config_error(project: Path) -> None
         create_target("cloudrun", manifest)
     assert caught.value.key == "deploy.cloudrun.project"
     assert "project, region, service" in caught.value.message
+
+
+def test_probes_of_a_private_service_carry_the_id_token_apart_from_the_apps_token(
+    fake: FakeCloudRun,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    from safeship.deploy.probes import RevisionProber
+    from safeship.probe import StaticToken
+    from safeship.testing import run_server
+
+    seen: list[dict[str, str]] = []
+
+    async def ready(request: Any) -> JSONResponse:
+        seen.append(dict(request.headers))
+        return JSONResponse({"status": "ready"})
+
+    async def ws(websocket: WebSocket) -> None:
+        seen.append(dict(websocket.headers))
+        await websocket.accept()
+        await websocket.close()
+
+    app = Starlette(routes=[Route("/health/ready", ready), WebSocketRoute("/ws", ws)])
+    target = make_target(fake)
+    prober = RevisionProber(
+        token_source=StaticToken("the-apps-own-jwt"), headers=target.probe_headers
+    )
+    with run_server(app) as url:
+        assert asyncio.run(prober.ready(url)).ok
+        asyncio.run(prober.websocket(url))
+    assert [h.get("x-serverless-authorization") for h in seen] == [f"Bearer {ID_TOKEN}"] * 2
+    assert seen[1]["authorization"] == "Bearer the-apps-own-jwt"
