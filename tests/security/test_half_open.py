@@ -1,25 +1,29 @@
 """Half-open connections: a socket that never completes its request head is closed, by the
-server safeship runs (uvicorn with the head-deadline protocols) and by the local front."""
+server safeship runs (uvicorn with the head-deadline protocols: the local target's revisions,
+the boot gate) and by the local front."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 
+from safeship.config import Manifest, ServiceConfig
 from safeship.deploy.front import Front
 from safeship.deploy.targets.base import RevisionSpec
 from safeship.deploy.targets.local import LocalTarget
+from safeship.gates.boot import _command
+from safeship.gates.runner import CheckContext
 from safeship.testing import free_port, scaled, wait_until
 
 APPS = Path(__file__).parent / "apps"
@@ -90,28 +94,76 @@ def test_complete_requests_and_websockets_outlive_the_deadline(server: int) -> N
         assert client.get("/").text == "hello"  # the kept-alive connection still works
 
 
-def test_the_local_target_runs_uvicorn_with_the_head_deadline(tmp_path: Path) -> None:
-    spec = RevisionSpec(source=tmp_path, app="svc:app")
-    argv = LocalTarget._argv(None, spec, tmp_path, 8000)  # type: ignore[arg-type]
-    http = argv[argv.index("--http") + 1]
-    assert http.startswith("safeship.service.deadline:")
-    module, _, name = http.partition(":")
-    assert isinstance(getattr(importlib.import_module(module), name), type)
+def _local_target_argv(port: int) -> list[str]:
+    spec = RevisionSpec(source=APPS.parent, app="plain_app:app", app_dir=APPS.name)
+    return LocalTarget._argv(None, spec, APPS.parent, port)  # type: ignore[arg-type]
 
 
-def test_the_front_closes_a_silent_client(tmp_path: Path) -> None:
+def _boot_gate_argv(port: int) -> list[str]:
+    manifest = Manifest(service=ServiceConfig(app="plain_app:app", app_dir=str(APPS)))
+    ctx = CheckContext(
+        root=APPS, manifest=manifest, env="test", critical=False, entries=(), environ={},
+        block_tiers=frozenset(),
+    )  # fmt: skip
+    return _command(ctx, port)
+
+
+@pytest.mark.parametrize("argv_of", [_local_target_argv, _boot_gate_argv], ids=["local", "boot"])
+def test_the_command_lines_safeship_runs_close_half_open_sockets(
+    tmp_path: Path, argv_of: Callable[[int], list[str]]
+) -> None:
+    """The revision command of the local target and the boot gate's server, run for real."""
+    port = free_port()
+    argv = argv_of(port)
+    assert "--http" in argv and "--timeout-keep-alive" in argv
+    with (tmp_path / "server.log").open("wb") as log:
+        proc = subprocess.Popen(
+            argv, env={**os.environ, "SAFESHIP_HEAD_TIMEOUT": "0.5"}, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: _answers(port), timeout=20, what="the server to listen")
+        for partial in (b"", b"GET / HTTP/1.1\r\nHost: x\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(partial)
+                assert _closed_by_peer(sock, within=10), partial
+    finally:
+        proc.terminate()
+        proc.wait(timeout=scaled(10))
+
+
+def test_through_the_front_a_half_request_head_is_closed(server: int, tmp_path: Path) -> None:
+    """A real front before a real server: the front passes the first bytes on, and the
+    server's head deadline closes the connection; the client sees the end of it."""
+    with _front(tmp_path, backend=server) as front:
+        with socket.create_connection(("127.0.0.1", front.port), timeout=5) as sock:
+            sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+            assert _closed_by_peer(sock, within=10)
+        with socket.create_connection(("127.0.0.1", front.port), timeout=5) as sock:
+            assert _closed_by_peer(sock, within=10)  # nothing sent: the front's own deadline
+        assert front.served == 1 and front.refused == 0
+
+
+@contextlib.contextmanager
+def _front(tmp_path: Path, backend: int | None = None) -> Iterator[Front]:
     loop = asyncio.new_event_loop()
     front = Front(
-        host="127.0.0.1", port=0, control=tmp_path / "front.sock", first_bytes_timeout=0.5
-    )
+        host="127.0.0.1", port=0, control=tmp_path / "front.sock", backend=backend,
+        first_bytes_timeout=0.5,
+    )  # fmt: skip
     loop.run_until_complete(front.start())
     thread = threading.Thread(target=loop.run_until_complete, args=(front.serve(),), daemon=True)
     thread.start()
     try:
-        with socket.create_connection(("127.0.0.1", front.port), timeout=5) as sock:
-            assert _closed_by_peer(sock, within=10)
-        assert front.refused == 0 and front.served == 0  # never reached a backend
+        yield front
     finally:
         loop.call_soon_threadsafe(front.stop)
         thread.join(scaled(10))
         loop.close()
+
+
+def test_the_front_closes_a_silent_client(tmp_path: Path) -> None:
+    with _front(tmp_path) as front:
+        with socket.create_connection(("127.0.0.1", front.port), timeout=5) as sock:
+            assert _closed_by_peer(sock, within=10)
+        assert front.refused == 0 and front.served == 0  # never reached a backend

@@ -26,12 +26,13 @@ from typing import Any
 
 import httpx
 
-from ..procs import free_port
 from ..errors import SecretError
 from ..probe import probe_ws
 from ..probe.steps import Step
 from ..probe.tokens import StaticToken
+from ..procs import free_port
 from ..secrets import EnvSource, resolve_secret
+from ..service.deadline import uvicorn_options
 from ..service.startup import EVENTS_ENV
 from ..tokens import mint
 from .model import Finding, GateResult, GateStatus, Tier
@@ -99,6 +100,7 @@ def _command(ctx: CheckContext, port: int) -> list[str]:
         sys.executable, "-m", "uvicorn", service.app,
         "--app-dir", str(ctx.manifest.resolve(service.app_dir)),
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "info",
+        *uvicorn_options(),  # the request-head deadline the deploy targets run with
     ]  # fmt: skip
 
 

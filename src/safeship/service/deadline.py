@@ -23,10 +23,13 @@ import os
 from typing import Any
 
 # H11HeadDeadline and HttpToolsHeadDeadline are built on first access (see __getattr__).
-__all__ = ["HEAD_TIMEOUT_ENV", "head_timeout"]
+__all__ = ["HEAD_TIMEOUT_ENV", "KEEP_ALIVE_SECONDS", "head_timeout", "uvicorn_options"]
 
 HEAD_TIMEOUT_ENV = "SAFESHIP_HEAD_TIMEOUT"
 _DEFAULT = 10.0
+KEEP_ALIVE_SECONDS = 5
+"""uvicorn's ``--timeout-keep-alive``: how long an idle connection may wait for its next
+request after a response (uvicorn's default, stated so the bound is visible)."""
 
 logger = logging.getLogger("safeship.deadline")
 
@@ -40,6 +43,20 @@ def head_timeout(environ: dict[str, str] | None = None) -> float:
     except ValueError:
         return _DEFAULT
     return value if math.isfinite(value) and value > 0 else _DEFAULT
+
+
+def uvicorn_options() -> list[str]:
+    """The uvicorn options that bound the time to a complete request head, for the command
+    lines safeship runs: ``--http`` with the head-deadline protocol (httptools' when httptools
+    is installed, which is uvicorn's own choice then; else h11's), and ``--timeout-keep-alive``
+    (between requests). The deadline itself is read by the server from
+    ``$SAFESHIP_HEAD_TIMEOUT``."""
+    import importlib.util
+
+    http = "HttpToolsHeadDeadline" if importlib.util.find_spec("httptools") else "H11HeadDeadline"
+    return [
+        "--http", f"{__name__}:{http}", "--timeout-keep-alive", str(KEEP_ALIVE_SECONDS),
+    ]  # fmt: skip
 
 
 class _Deadline:

@@ -8,7 +8,6 @@ later command finds them through the state store (pid + start time, never a bare
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -18,8 +17,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import TargetError
 from ... import procs
+from ...errors import TargetError
+from ...service.deadline import uvicorn_options
 from ..front import control_path, launch, request
 from ..state import FrontRow, RevisionRow, StateStore
 from .base import (
@@ -342,14 +342,11 @@ class LocalTarget:
                 argv = [part.replace(key, value) for part in argv]
             return argv
         uvicorn = [sys.executable, "-m", "uvicorn", spec.app, "--app-dir", app_dir]
-        # uvicorn arms no timer before a response: these protocols close sockets that never
+        # uvicorn arms no timer before a response: these options close sockets that never
         # complete a request head (half-open, slowloris) after SAFESHIP_HEAD_TIMEOUT.
-        http = (
-            "HttpToolsHeadDeadline" if importlib.util.find_spec("httptools") else "H11HeadDeadline"
-        )
         return [
             *uvicorn, "--host", LOOPBACK, "--port", str(port), "--no-use-colors",
-            "--http", f"safeship.service.deadline:{http}",
+            *uvicorn_options(),
         ]  # fmt: skip
 
     @staticmethod
