@@ -348,9 +348,9 @@ def cost(backend: int, seconds: float, envs: int = 10) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=4, help="outages injected per class")
-    parser.add_argument("--random-seconds", type=float, default=20.0)
-    parser.add_argument("--cost-seconds", type=float, default=25.0)
+    parser.add_argument("--trials", type=int, default=3, help="outages injected per class")
+    parser.add_argument("--random-seconds", type=float, default=15.0)
+    parser.add_argument("--cost-seconds", type=float, default=40.0)
     args = parser.parse_args()
     failed = False
     with tempfile.TemporaryDirectory() as tmp:

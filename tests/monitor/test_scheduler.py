@@ -107,3 +107,28 @@ def test_history_restores_the_windows_and_forgets_old_probes(service, tmp_path: 
     assert second.restore() == 3 and second.trackers["test"].probes == 3
     deleted = second.history.prune(second.clock() + 7200)
     assert deleted == 3 and second.history.recent("test") == []
+
+
+def test_endpoints_follow_the_target_while_running(service, tmp_path: Path):
+    manifest = write_manifest(tmp_path, service.url)
+    monitor = build(manifest, service.url, tmp_path, [])
+    monitor.settings = MonitorSettings(interval=0.05)
+    revision = Endpoint("test", service.url, "r2")
+
+    async def until(predicate) -> None:
+        deadline = asyncio.get_running_loop().time() + scaled(10)
+        while not predicate():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(monitor.run(stop))
+        assert monitor.set_endpoints([Endpoint("test", service.url), revision]) == (["test@r2"], [])
+        await until(lambda: monitor.trackers["test@r2"].probes >= 2)
+        assert monitor.set_endpoints([Endpoint("test", service.url)]) == ([], ["test@r2"])
+        assert "test@r2" not in monitor.trackers and monitor.analysis("test", "r2")[0] == 404
+        stop.set()
+        await asyncio.wait_for(task, scaled(5))
+
+    asyncio.run(scenario())

@@ -5,6 +5,7 @@ once, or run until stopped with the HTTP server and notifications.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 from ..config import Manifest
 from ..core.slo import CheckClass
+from ..errors import ConfigError
 from . import evidence
 from .endpoints import Endpoint, TargetView, default_environments, endpoints, read_target
 from .history import History
@@ -26,6 +28,23 @@ class MonitorRun:
     monitor: Monitor
     view: TargetView
     envs: list[str]
+    manifest: Manifest | None = None
+
+    async def refresh(self) -> tuple[list[str], list[str]]:
+        """Read the target again and follow its revisions (deploys start and stop them)."""
+        if self.manifest is None:
+            return [], []
+        view = await read_target(self.manifest)
+        if view.error is not None:
+            return [], []  # keep probing what is known
+        try:
+            found = endpoints(
+                self.manifest, self.envs, view, revisions=self.manifest.monitor.revisions
+            )
+        except ConfigError:
+            return [], []
+        self.view = view
+        return self.monitor.set_endpoints(found)
 
 
 def history_for(manifest: Manifest) -> History:
@@ -48,8 +67,6 @@ async def build_monitor(
         ConfigError: an unknown environment, one with no URL, bad thresholds, no environment
             to monitor. SecretError: no secret to mint probe tokens from.
     """
-    from ..errors import ConfigError
-
     environ = os.environ if environ is None else environ
     settings = MonitorSettings.from_manifest(manifest)
     view = await read_target(manifest)
@@ -77,7 +94,7 @@ async def build_monitor(
         on_incident=on_incident,
         explain=explain,
     )
-    return MonitorRun(monitor, view, names)
+    return MonitorRun(monitor, view, names, manifest)
 
 
 def explain_auth(
@@ -126,8 +143,10 @@ async def monitor_forever(
     *,
     listen: str | None = None,
     on_start: Callable[[str | None], None] | None = None,
+    refresh: float = 15.0,
 ) -> None:
-    """Probe until ``stop`` is set, serving ``/metrics`` and ``/analysis`` on ``listen``."""
+    """Probe until ``stop`` is set, serving ``/metrics`` and ``/analysis`` on ``listen``;
+    the target is read again every ``refresh`` seconds to follow its revisions."""
     from .server import MonitorServer
 
     server = MonitorServer(run.monitor, listen) if listen else None
@@ -135,8 +154,19 @@ async def monitor_forever(
     run.monitor.restore()
     if on_start is not None:
         on_start(url)
+
+    async def follow() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), refresh)
+            if not stop.is_set():
+                await run.refresh()
+
+    follower = asyncio.create_task(follow())
     try:
         await run.monitor.run(stop)
     finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
         if server is not None:
             await server.stop()

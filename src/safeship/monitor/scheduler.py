@@ -126,6 +126,8 @@ class Monitor:
         self.last: dict[str, Sample] = {}
         self.events: deque[IncidentEvent] = deque(maxlen=256)
         self._last_prune = -math.inf
+        self._stop: asyncio.Event | None = None
+        self._loops: dict[str, asyncio.Task[None]] = {}
 
     # -- state -----------------------------------------------------------------------------
 
@@ -169,13 +171,40 @@ class Monitor:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until ``stop`` is set."""
-        loops = [asyncio.create_task(self._loop(e, stop)) for e in self.endpoints]
+        self._stop = stop
+        for endpoint in self.endpoints:
+            self._start(endpoint)
         try:
             await stop.wait()
         finally:
+            loops, self._loops = list(self._loops.values()), {}
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            self._stop = None
+
+    def _start(self, endpoint: Endpoint) -> None:
+        if self._stop is not None and endpoint.key not in self._loops:
+            self._loops[endpoint.key] = asyncio.create_task(self._loop(endpoint, self._stop))
+
+    def set_endpoints(self, endpoints: Sequence[Endpoint]) -> tuple[list[str], list[str]]:
+        """Probe these from now on: a new revision is added, a stopped one is dropped (with its
+        incidents: it serves no one). Returns the keys added and removed."""
+        wanted = {e.key: e for e in endpoints}
+        removed = [key for key in self.trackers if key not in wanted]
+        added = [key for key in wanted if key not in self.trackers]
+        for key in removed:
+            task = self._loops.pop(key, None)
+            if task is not None:
+                task.cancel()
+            del self.trackers[key]
+            self.last.pop(key, None)
+        for key in added:
+            self.trackers[key] = self.settings.tracker()
+        self.endpoints = list(endpoints)
+        for endpoint in self.endpoints:
+            self._start(endpoint)
+        return added, removed
 
     async def _loop(self, endpoint: Endpoint, stop: asyncio.Event) -> None:
         interval = self.settings.interval
@@ -210,7 +239,9 @@ class Monitor:
     async def _judge(self, sample: Sample) -> None:
         endpoint = sample.endpoint
         key = endpoint.key
-        tracker = self.trackers[key]
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            return  # dropped while this probe ran
         self.last[key] = sample
         transitions = tracker.observe(
             sample.at, sample.category, handshake_ms=sample.handshake_ms, detail=sample.detail
