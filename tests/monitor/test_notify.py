@@ -137,23 +137,24 @@ def test_no_secret_reaches_a_payload(receiver: Receiver, monkeypatch: pytest.Mon
 def test_the_rate_limit_holds_and_the_next_message_says_so(receiver: Receiver):
     gate = NotifyGate(dedupe_seconds=0, max_messages=2, per_seconds=3600)
     notifier = Notifier([f"json://127.0.0.1:{receiver.port}/x"], gate=gate)
-    sent = [
-        asyncio.run(notifier.send(deploy_notice(Event("note", "canary", "info", 0, f"{p}%"), "s")))
-        for p in (10, 20, 30)
+    notices = [
+        deploy_notice(Event("note", "canary", "info", 0, f"{p}%"), "s") for p in (10, 20, 30)
     ]
+    sent = [asyncio.run(notifier.send(n)) for n in notices if n is not None]
     assert sent == [True, True, False] and len(receiver.requests) == 2
 
 
 def test_events_outside_the_configured_kinds_are_not_sent(receiver: Receiver):
     notifier = Notifier([f"json://127.0.0.1:{receiver.port}/x"], events=["incident_opened"])
     canary = deploy_notice(Event("note", "canary", "info", 0, "10% to r2"), "staging")
-    assert not asyncio.run(notifier.send(canary))
+    assert canary is not None and not asyncio.run(notifier.send(canary))
     assert receiver.requests == []
 
 
 def test_deploy_events_are_sent_from_the_pipeline_s_sink(receiver: Receiver):
     notifier = Notifier([f"json://127.0.0.1:{receiver.port}/x"])
     seen: list[Event] = []
+    reason = "r2 failed verification with auth"
     record = {
         "id": "d7",
         "candidate": "r2",
@@ -165,7 +166,7 @@ def test_deploy_events_are_sent_from_the_pipeline_s_sink(receiver: Receiver):
     async def deploy() -> None:
         sink = notifier.deploy_sink("staging", seen.append)
         sink(Event("step", "verify", "running", 0.0))
-        sink(Event("outcome", "failed", "failed", 3.0, record["reason"], data=record))
+        sink(Event("outcome", "failed", "failed", 3.0, reason, data=record))
         await notifier.flush()
 
     asyncio.run(deploy())

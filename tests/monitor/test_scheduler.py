@@ -49,6 +49,7 @@ def test_an_outage_opens_one_incident_and_its_end_resolves_it(service, tmp_path:
         ("incident_resolved", "availability"),
     ]
     assert "1011" in events[0].transition.detail
+    assert monitor.history is not None
     rows = monitor.history.incidents("test")
     assert len(rows) == 1 and rows[0]["resolved"] is not None
     recent = monitor.history.recent("test", 100)
@@ -102,9 +103,11 @@ def test_history_restores_the_windows_and_forgets_old_probes(service, tmp_path: 
     first = build(manifest, service.url, tmp_path, [])
     for _ in range(3):
         asyncio.run(first.probe_once())
+    assert first.history is not None
     first.history.close()
     second = build(manifest, service.url, tmp_path, [])
     assert second.restore() == 3 and second.trackers["test"].probes == 3
+    assert second.history is not None
     deleted = second.history.prune(second.clock() + 7200)
     assert deleted == 3 and second.history.recent("test") == []
 
