@@ -467,12 +467,39 @@ def use_private_caches(directory, root, modules):
                         found.append((source, os.path.join(folder, file)))
     sys.pycache_prefix = directory
     sys.dont_write_bytecode = False
+    made = set()
     for source, cached in found:
-        if os.path.isfile(cached):
-            with contextlib.suppress(OSError):
-                link = importlib.util.cache_from_source(source)
-                os.makedirs(os.path.dirname(link), exist_ok=True)
-                os.symlink(cached, link)
+        with contextlib.suppress(OSError):
+            link = importlib.util.cache_from_source(source)
+            if not _fresh(cached, source):
+                continue  # stale or absent: compiled here, or kept from an earlier run
+            folder = os.path.dirname(link)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(cached, link)
+
+
+def _fresh(cached, source):
+    """Whether the bytecode cache ``cached`` is valid for ``source`` (its header holds the
+    source's time stamp and size, as the import system checks them)."""
+    import importlib.util
+
+    try:
+        with open(cached, "rb") as file:
+            header = file.read(16)
+        st = os.stat(source)
+    except OSError:
+        return False
+    return (
+        len(header) == 16
+        and header[:4] == importlib.util.MAGIC_NUMBER
+        and int.from_bytes(header[4:8], "little") == 0
+        and int.from_bytes(header[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+        and int.from_bytes(header[12:16], "little") == st.st_size & 0xFFFFFFFF
+    )
 
 
 class Preloader:

@@ -9,7 +9,9 @@ third-party distribution is missing are reported once per distribution (``deps``
 
 from __future__ import annotations
 
+import functools
 import linecache
+import os
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,12 +67,21 @@ def normalise(message: str | None) -> str:
 
 
 def _relative(filename: str, bases: Sequence[Path]) -> str | None:
-    path = Path(filename)
-    if not path.is_absolute() or {"site-packages", "dist-packages"} & set(path.parts):
+    return _relative_to(filename, tuple(str(b) for b in bases))
+
+
+@functools.lru_cache(maxsize=65536)
+def _relative_to(filename: str, bases: tuple[str, ...]) -> str | None:
+    # Plain string tests: a tree's failures carry tens of thousands of frames.
+    if not os.path.isabs(filename):
+        return None
+    parts = filename.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
         return None
     for base in bases:
-        if path.is_relative_to(base):
-            return path.relative_to(base).as_posix()
+        prefix = base.rstrip(os.sep) + os.sep
+        if filename.startswith(prefix):
+            return filename[len(prefix) :].replace(os.sep, "/")
     return None
 
 

@@ -343,6 +343,9 @@ class ImportsGate:
                 "status": startup.get("status"),
                 "modules": startup.get("loaded", 0),
                 "threads": startup.get("threads", 0),
+                "seconds": round(startup["t"][1] - startup["t"][0], 3)
+                if isinstance(startup.get("t"), list)
+                else None,
             }
         notes = list(facts["notes"])
         if not strict and not entries:
