@@ -323,6 +323,10 @@ class FakeCloudRun:
         return self._op_json(op)
 
     def _delete(self, service: _Service, revision: _Revision) -> dict[str, Any]:
+        if service.busy:
+            raise ApiError(
+                409, f"Conflict for resource '{service.name}': an operation is in progress."
+            )
         for status in self._statuses(service):
             if status.get("revision") == revision.name and (
                 status.get("percent") or status.get("tag")

@@ -506,3 +506,27 @@ def test_probes_of_a_private_service_carry_the_id_token_apart_from_the_apps_toke
         asyncio.run(prober.websocket(url))
     assert [h.get("x-serverless-authorization") for h in seen] == [f"Bearer {ID_TOKEN}"] * 2
     assert seen[1]["authorization"] == "Bearer the-apps-own-jwt"
+
+
+def test_ctrl_c_during_the_start_leaves_no_revision_behind(
+    fake: FakeCloudRun, project: Path
+) -> None:
+    with_cloudrun(project, fake)
+    fake.op_delay = 3.0  # the start is still an operation on the server when Ctrl-C lands
+    argv = [
+        sys.executable, "-m", "safeship", "deploy", "--env", "test", "--target", "cloudrun",
+        "--image", "app:good", "--skip", "static", "--skip", "secrets", "--json",
+    ]  # fmt: skip
+    child = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: "api-r1" in fake.revisions or child.poll() is not None, scaled(60))
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=scaled(60))
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130
+    assert json.loads(out)["outcome"] == "cancelled"
+    state = asyncio.run(make_target(fake).state())
+    assert state.serving == "api-r0"
+    assert [r.id for r in state.revisions] == ["api-r0"]  # the half-made one is deleted

@@ -394,9 +394,15 @@ class CloudRunTarget:
         )
 
     async def _abandon(self, name: str) -> None:
-        """After Ctrl-C mid-start: leave no tagged, half-made revision behind (best effort,
-        bounded: the next `state` shows what remains)."""
+        """After Ctrl-C mid-start: leave no tagged, half-made revision behind. The cut-short
+        operation still runs on the server, so wait for it to end first (bounded; the next
+        ``state`` shows whatever remains)."""
+        deadline = time.monotonic() + min(self.config.operation_timeout, 60.0)
         with contextlib.suppress(SafeshipError, TimeoutError):
+            while time.monotonic() < deadline:
+                if not (await self._get_service()).reconciling:
+                    break
+                await asyncio.sleep(self.config.poll_interval)
             await asyncio.wait_for(self.stop(name, drain_seconds=0.0), 30)
 
     def _revision(self, service: run_v2.Service, name: str, status: RevisionStatus) -> Revision:
