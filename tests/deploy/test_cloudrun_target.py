@@ -530,3 +530,18 @@ def test_ctrl_c_during_the_start_leaves_no_revision_behind(
     state = asyncio.run(make_target(fake).state())
     assert state.serving == "api-r0"
     assert [r.id for r in state.revisions] == ["api-r0"]  # the half-made one is deleted
+
+
+def test_status_reads_the_service_from_the_api(fake: FakeCloudRun, project: Path) -> None:
+    from safeship.deploy.operations import status
+
+    manifest = with_cloudrun(project, fake, target="cloudrun")
+    record = run_deploy(manifest, project, "app:good")
+    assert record["outcome"] == "promoted", record["reason"]
+    report = asyncio.run(status(manifest))
+    assert report["ok"] is True, report
+    assert report["target"] == "cloudrun" and report["serving"] == "api-r1"
+    assert report["front_url"] == fake.service_url(SERVICE)
+    assert report["health"]["front"]["category"] == "ok"
+    assert report["health"]["api-r1"]["category"] == "ok"  # through its tag URL
+    assert report["last_deploy"]["status"] == "promoted"
