@@ -545,3 +545,24 @@ def test_status_reads_the_service_from_the_api(fake: FakeCloudRun, project: Path
     assert report["health"]["front"]["category"] == "ok"
     assert report["health"]["api-r1"]["category"] == "ok"  # through its tag URL
     assert report["last_deploy"]["status"] == "promoted"
+
+
+def test_no_id_token_makes_the_probe_inconclusive_and_says_how_to_get_one(
+    fake: FakeCloudRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safeship.deploy.probes import RevisionProber
+    from safeship.deploy.targets.cloudrun import ID_TOKEN_ENV
+
+    def no_credentials(audience: str) -> str:
+        raise OSError("no application default credentials")
+
+    target = make_target(fake)
+    target.id_token = no_credentials
+    with pytest.raises(TargetError) as caught:
+        asyncio.run(target.probe_headers("http://x"))
+    assert ID_TOKEN_ENV in (caught.value.hint or "") and "private = false" in (
+        caught.value.hint or ""
+    )
+    outcome = asyncio.run(RevisionProber(headers=target.probe_headers).ready("http://127.0.0.1:9"))
+    assert outcome.category == "inconclusive"  # the probe could not run: not the revision's fault
+    assert "Google ID token" in outcome.detail

@@ -275,9 +275,10 @@ class CloudRunTarget:
             except Exception as exc:  # google.auth raises several types; no token in them
                 raise TargetError(
                     f"cannot get a Google ID token for {audience}: {type(exc).__name__}",
-                    hint="the deploying account needs credentials that can mint ID tokens "
-                    "(a service account, or Workload Identity Federation); or set "
-                    "[deploy.cloudrun] private = false for a public service",
+                    hint="use credentials that can mint ID tokens (a service account key or "
+                    f"impersonation, the metadata server), or hand one over in {ID_TOKEN_ENV} "
+                    "(CI with Workload Identity Federation, see docs/cloudrun.md); a public "
+                    "service takes [deploy.cloudrun] private = false",
                 ) from None
             self._tokens[audience] = (token, time.monotonic() + 30 * 60)
         return {"X-Serverless-Authorization": f"Bearer {token}"}
