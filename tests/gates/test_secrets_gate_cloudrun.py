@@ -89,6 +89,7 @@ def test_the_same_secret_in_the_service_and_the_clients_passes(
     gcp_on_loopback.secrets["projects/proj/secrets/jwt-staging"] = [(4, "ENABLED", value)]
     result = SecretsGate().run(_context(tmp_path, "staging", f"JWT_SECRET_STAGING={value}\n"))
     assert result.status is GateStatus.PASSED, result.findings
+    assert result.summary["consumers"] == 2
     expected = fingerprint(value, SALT)
     assert result.summary["fingerprints"]["JWT_SECRET"] == {
         "file:clients.env": expected,

@@ -66,7 +66,10 @@ class SecretsGate:
             findings.extend(self._mismatches(ctx, base, held))
         summary: dict[str, Any] = {
             "secrets": len(secrets),
-            "consumers": sum(len(c.consumers) for c in secrets.values()),
+            "consumers": sum(
+                len(dict.fromkeys([*c.consumers, *referenced_versions(ctx, base, c)]))
+                for base, c in secrets.items()
+            ),
             "fingerprints": prints,
         }
         return result_from_findings(self.name, findings, summary)
