@@ -28,6 +28,24 @@ _LEARN_LIMIT = 400
 _REAP_POLL = 0.02  # seconds between checks for exited children while some are running
 MSG = 1 << 20
 PRELOADER = None  # the root's, inherited by every child (zygotes preload too)
+WROTE: list = []  # paths in the project's tree this process's import wrote to (audit hook)
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_WRITE_EVENTS = frozenset(
+    {
+        "os.mkdir",
+        "os.remove",
+        "os.rename",
+        "os.rmdir",
+        "os.symlink",
+        "os.link",
+        "os.truncate",
+        "os.chmod",
+        "os.utime",
+        "shutil.rmtree",
+        "shutil.copyfile",
+        "sqlite3.connect",
+    }
+)
 LOADED: frozenset[str] = frozenset()
 """``sys.modules``' names when this process forked its children (set by the root and by
 each zygote), so a child finds what its import added without touching every module: going
@@ -165,7 +183,44 @@ def _missing(exc):
     return None
 
 
+def watch_writes(root):
+    """Record in ``WROTE`` what the imports write under ``root`` (an audit hook: exact for
+    Python-level writes; the parent's snapshot of the tree catches the rest). Installed in
+    the startup's process, so the app and every module imported into a copy of it are
+    watched; strict mode goes without (a hook's frame moves where a deep import chain
+    reaches the recursion limit), and tells the writer by time alone."""
+    prefix = os.path.realpath(root).rstrip(os.sep) + os.sep
+
+    def inside(path):
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not isinstance(path, str):
+            return None
+        path = os.path.abspath(path)
+        return path if path.startswith(prefix) else None
+
+    def hook(event, args):
+        if event == "open":
+            if len(args) < 3:
+                return
+            path, mode, flags = args[0], args[1], args[2]
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & _WRITE_FLAGS
+            )
+            if writing and len(WROTE) < 100:
+                found = inside(path)
+                if found:
+                    WROTE.append(found)
+        elif event in _WRITE_EVENTS and args and len(WROTE) < 100:
+            found = inside(args[0])
+            if found:
+                WROTE.append(found)
+
+    sys.addaudithook(hook)
+
+
 def _import(module, scope):
+    WROTE.clear()
     started = time.time()
     try:
         __import__("importlib").import_module(module)
@@ -187,8 +242,11 @@ def _import(module, scope):
         if _Failed in sys.meta_path:
             _remember(exc, scope)
             _Failed.failed.setdefault(module, exc)
-    # When it ran, on the wall clock files are stamped with: what it wrote is found by time.
+    # When it ran, on the wall clock files are stamped with: what it wrote is found by time
+    # when the audit hook did not see it.
     result["t"] = [started, time.time()]
+    if WROTE:
+        result["wrote"] = sorted(set(WROTE))
     with contextlib.suppress(Exception):  # these are optimisations; never fail the result
         added = _added()
         own = {name for name in added if scope.first_party(name, sys.modules.get(name))}
@@ -221,6 +279,7 @@ def child(sock, module, keep, scope):
     faulthandler.register(signal.SIGUSR1, file=sock.fileno(), all_threads=True)
     send(sock, {"hello": os.getpid()})
     if isinstance(module, dict):
+        watch_writes(module.get("tree") or scope.prefix)
         return _startup(sock, module["entries"], scope, module.get("more", ()))
     if module in sys.modules:  # the zygote's dependency imported it: not a fresh import
         send(sock, {"status": "present"})
@@ -319,6 +378,7 @@ def _startup(sock, entries, scope, more=()):
     threads = threading.active_count()
     before = set(sys.modules)
     sys.meta_path.insert(0, _Failed)
+    WROTE.clear()
     result: dict[str, object] = {"status": "ok"}
     started = time.time()
     for entry in entries:
@@ -333,6 +393,8 @@ def _startup(sock, entries, scope, more=()):
                 _startup_import(sock, module, scope, True)
     faulthandler.unregister(signal.SIGUSR1)
     result["t"] = [started, time.time()]
+    if WROTE:
+        result["wrote"] = sorted(set(WROTE))
     loaded = []
     with contextlib.suppress(Exception):
         loaded = [

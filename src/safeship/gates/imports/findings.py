@@ -58,6 +58,8 @@ class ImportOutcome:
     """The module a ``ModuleNotFoundError`` names (also when it caused another error)."""
     window: tuple[float, float] | None = None
     """When the import ran (wall clock), to tell which import wrote a file."""
+    wrote: tuple[str, ...] = ()
+    """Absolute paths in the project's tree the import wrote to, as its audit hook saw."""
 
 
 def normalise(message: str | None) -> str:

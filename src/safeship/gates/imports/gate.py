@@ -283,6 +283,7 @@ class ImportsGate:
                 entries=entries,
                 more=plan.startup_order(entries),
                 cache_dir=_cache_dir(ctx.environ),
+                tree=ctx.root,
             )
         except OSError as exc:  # the interpreter itself cannot be started
             return GateResult(
@@ -320,7 +321,7 @@ class ImportsGate:
             strict=judged_strict,
             block_tiers=ctx.block_tiers,
         )
-        findings += _write_findings(changes, outcomes, startup, entries)
+        findings += _write_findings(changes, outcomes, startup, entries, ctx.root)
         counts = {
             s: sum(o.status == s for o in outcomes if o.module in files)
             for s in ("ok", "error", "hung", "crashed")
@@ -475,22 +476,33 @@ def _write_findings(
     outcomes: Sequence[ImportOutcome],
     startup: Mapping[str, Any] | None,
     entries: Sequence[str],
+    root: Path,
 ) -> list[Finding]:
-    """One warning per path the imports wrote into the tree, naming the import(s) that ran
-    when it was written (by the file's time stamp)."""
+    """One warning per path the imports wrote into the tree, naming the import that wrote
+    it: as its audit hook saw, else by the file's time stamp against when each ran."""
+    label = f"{', '.join(entries) or (startup or {}).get('module')} (the app's startup)"
+    seen: dict[str, set[str]] = {}
+    base = str(root.resolve())
+    for outcome in outcomes:
+        for path in outcome.wrote:
+            seen.setdefault(outcome.module, set()).add(os.path.relpath(path, base))
+    for path in (startup or {}).get("wrote") or ():
+        seen.setdefault(label, set()).add(os.path.relpath(str(path), base))
     windows = [(o.module, o.window) for o in outcomes if o.window and o.phase != "startup"]
     if startup and startup.get("t"):
-        label = ", ".join(entries) or str(startup.get("module"))
-        windows.append((f"{label} (the app's startup)", tuple(startup["t"])))
-    slack = 0.05  # file time stamps come from a coarser clock
+        windows.append((label, tuple(startup["t"])))
     findings = []
     for change in changes:
-        when = change.mtime_ns / 1e9 if change.mtime_ns else None
-        who = (
-            sorted(m for m, w in windows if w and w[0] - slack <= when <= w[1] + slack)
-            if when is not None
-            else []
+        rel = change.path.replace("/", os.sep)
+        who = sorted(
+            m
+            for m, paths in seen.items()
+            if any(p == rel or p.startswith(rel + os.sep) for p in paths)
         )
+        if not who and change.mtime_ns:
+            # File time stamps come from a clock coarser than the windows' (a few ms).
+            when = change.mtime_ns / 1e9
+            who = sorted(m for m, w in windows if w and w[0] - 0.011 <= when <= w[1] + 0.001)
         importer = " or ".join(who[:3]) if who else "the imports"
         what = "directory " if change.is_dir else ""
         findings.append(

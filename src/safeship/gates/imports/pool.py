@@ -44,6 +44,7 @@ class _Settings:
     python: str
     import_root: Path
     cwd: Path
+    tree: Path
     environ: Mapping[str, str]
     preload: Sequence[str]
     first_party: Sequence[str]
@@ -83,6 +84,7 @@ class _Worker:
             "timeout": settings.timeout,
             "jobs": settings.jobs,
             "pycache": settings.pycache,
+            "tree": str(settings.tree),
             "entries": list(settings.entries),
             "more": list(settings.more),
             "modules": modules,
@@ -159,8 +161,9 @@ def _outcome(module: str, raw: dict[str, Any], timeout: float, phase: str) -> Im
     status = raw.get("status", "crashed")
     if raw.get("startup"):
         phase = "startup"
+    wrote = tuple(str(p) for p in raw.get("wrote") or () if isinstance(p, str))
     if status == "ok":
-        return ImportOutcome(module, "ok", phase=phase, window=_window(raw))
+        return ImportOutcome(module, "ok", phase=phase, window=_window(raw), wrote=wrote)
     if status == "error":
         frames = tuple((str(f[0]), int(f[1]), str(f[2]), str(f[3])) for f in raw.get("frames", []))
         missing = raw.get("missing")
@@ -173,6 +176,7 @@ def _outcome(module: str, raw: dict[str, Any], timeout: float, phase: str) -> Im
             phase=phase,
             missing=missing if isinstance(missing, str) else None,
             window=_window(raw),
+            wrote=wrote,
         )
     if status == "hung":
         frames = _parse_stack(raw.get("stack", ""))
@@ -248,6 +252,7 @@ def import_modules(
     entries: Sequence[str] = (),
     more: Sequence[str] = (),
     cache_dir: Path | None = None,
+    tree: Path | None = None,
 ) -> tuple[list[ImportOutcome], dict[str, Any]]:
     """Import each module in a child forked from a first-party-free worker (or from the
     child that imported its spine dependency, see ``plan``).
@@ -273,6 +278,7 @@ def import_modules(
         more: when an entry fails, the modules the startup goes on importing, in order, in
             the same process (``ImportPlan.startup_order``), to find every module that
             breaks startup in one run.
+        tree: the project's tree, whose writes each import reports (default ``import_root``).
         cache_dir: where bytecode caches are read and written (``sys.pycache_prefix``),
             never in the project's tree (default: a directory of this run).
 
@@ -309,6 +315,7 @@ def import_modules(
         python=python or sys.executable,
         import_root=import_root,
         cwd=sandbox,
+        tree=tree or import_root,
         environ=environ,
         entries=tuple(entries),
         more=tuple(more),

@@ -8,7 +8,8 @@ a note leaves the gate it goes through, in this order:
    candidate name, from the environment's variables and from each ``file:``/``dir:``
    consumer) and of the environment variables the imports ran with, longest first, each
    replaced by ``[redacted:$NAME]``;
-2. the value of every pydantic ``input_value=...`` (up to its ``, input_type=``);
+2. the value of every pydantic ``input_value=...`` (up to the line's last
+   ``, input_type=``, or its end);
 3. ``safeship.secrets.redact``: tokens, credentials in URLs, Authorization headers.
 
 Environment values that cannot be secrets and would only make messages unreadable are
@@ -44,11 +45,13 @@ def redact_input_values(text: str) -> str:
         value = start + len(_INPUT)
         out.append(text[pos:value])
         out.append("[redacted]")
-        end = text.find(_INPUT_END, value)
+        # pydantic prints one error per line: the value ends at the line's last marker (a
+        # value may hold the marker itself), or with the line.
         line_end = text.find("\n", value)
-        if end < 0 or (0 <= line_end < end):
-            end = line_end if line_end >= 0 else len(text)
-        pos = end
+        if line_end < 0:
+            line_end = len(text)
+        end = text.rfind(_INPUT_END, value, line_end)
+        pos = end if end >= 0 else line_end
     return "".join(out)
 
 

@@ -104,6 +104,7 @@ class _Root:
         # app replaces the root as the start of every module not started from a dependency.
         self.entries = list(config.get("entries") or [])
         self.more = list(config.get("more") or [])
+        self.tree = config.get("tree") or config["root"]
         self.app = None
         if self.entries:
             self.ready.append((STARTUP, None, 0))
@@ -150,7 +151,9 @@ class _Root:
         # The startup imports the whole app: it gets the time of a few modules.
         timeout = self.timeout * (STARTUP_TIMEOUTS if module == STARTUP else 1)
         run = _Run(module, ours, base, hops, time.monotonic() + timeout)
-        payload = {"entries": self.entries, "more": self.more} if module == STARTUP else module
+        payload = module
+        if module == STARTUP:
+            payload = {"entries": self.entries, "more": self.more, "tree": self.tree}
         if base is None:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
