@@ -43,7 +43,9 @@ _BLOCK_CRITICAL_DEFAULT: tuple[Tier, ...] = ("breaks-startup", "breaks-on-call")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float here is a duration, a rate or a ratio; inf would turn a
+    # deadline into a hang (or a token leeway into no expiry at all).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ServiceConfig(_Model):

@@ -42,6 +42,9 @@ def _failure(output: str) -> dict[str, object]:
         ({"SAFESHIP_ENV": "prod"}, None, "unknown environment 'prod'"),
         ({"SAFESHIP_ENV": "test"}, "[auth\nbroken = ", "safeship.toml"),
         ({"SAFESHIP_ENV": "test"}, '[auth]\nleeway_seconds = "soon"\n', "leeway_seconds"),
+        # inf would mean tokens never expire; a deadline of inf would mean a hang.
+        ({"SAFESHIP_ENV": "test"}, "[auth]\nleeway_seconds = inf\n", "finite"),
+        ({"SAFESHIP_ENV": "test"}, "[deploy]\ndrain_seconds = nan\n", "drain_seconds"),
     ],
 )
 def test_bad_environment_or_manifest_is_one_failure_line_and_exit_3(
@@ -65,7 +68,7 @@ def test_bad_environment_or_manifest_is_one_failure_line_and_exit_3(
     assert failure["phase"] == "manifest" and expected in str(failure["error"])
 
 
-@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), -1.0, 0.0])
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), -1.0, 0.0, 1e12])
 def test_non_finite_or_non_positive_phase_timeouts_are_refused(timeout: float) -> None:
     async def noop() -> None:
         return None
@@ -74,6 +77,27 @@ def test_non_finite_or_non_positive_phase_timeouts_are_refused(timeout: float) -
         Phase("database", noop, timeout=timeout)
     with pytest.raises(ValueError, match="timeout"):
         PhaseSpec("database", timeout)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("inf", "finite"), ("1e12", "at most 86400")])
+def test_a_phase_timeout_from_the_environment_that_cannot_bound_it_fails_startup(
+    tmp_path: Path, raw: str, expected: str
+) -> None:
+    """inf (the watchdog thread died of it, so a hung phase hung forever), or too large for
+    the watchdog's timer: one startup_failed line naming the phase's timeout, exit 3."""
+    log = tmp_path / "out.log"
+    proc = _start({"SAFESHIP_ENV": "test", "EDGES_TIMEOUT": raw}, tmp_path, log)
+    try:
+        code = proc.wait(timeout=scaled(30))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert code == 3 and "Traceback" not in output, output
+    assert "hanging" not in output  # the phase never ran without a deadline
+    failure = _failure(output)
+    assert failure["phase"] == "database" and expected in str(failure["error"]), failure
 
 
 def test_sigterm_during_a_hanging_phase_does_not_report_startup_complete(tmp_path: Path) -> None:

@@ -18,12 +18,14 @@ from typing import Any
 from ..errors import IllegalTransition
 
 __all__ = [
+    "MAX_PHASE_TIMEOUT",
     "PhaseRecord",
     "PhaseSpec",
     "PhaseState",
     "ServiceState",
     "StartupMachine",
     "hint_for",
+    "timeout_problem",
 ]
 
 
@@ -45,6 +47,25 @@ class PhaseState(StrEnum):
     NOT_RUN = "not_run"
 
 
+MAX_PHASE_TIMEOUT = 86_400.0
+"""One day. Beyond it no phase is plausible, and past about 9e9 s the watchdog's timer cannot
+be armed at all (its thread dies of an overflow, so a hung phase would hang forever)."""
+
+
+def timeout_problem(timeout: object) -> str | None:
+    """What is wrong with a phase timeout, or ``None``: it must be a finite number of seconds,
+    > 0 and at most :data:`MAX_PHASE_TIMEOUT` (inf or NaN would let a hung phase hang forever)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        return f"the timeout must be a number of seconds, got {type(timeout).__name__}"
+    if not math.isfinite(timeout):
+        return f"the timeout must be a finite number of seconds, got {timeout!r}"
+    if timeout <= 0:
+        return f"the timeout must be > 0 seconds, got {timeout!r}"
+    if timeout > MAX_PHASE_TIMEOUT:
+        return f"the timeout must be at most {MAX_PHASE_TIMEOUT:g} seconds (a day), got {timeout:g}"
+    return None
+
+
 @dataclass(frozen=True)
 class PhaseSpec:
     name: str
@@ -52,11 +73,9 @@ class PhaseSpec:
     critical: bool = True
 
     def __post_init__(self) -> None:
-        # inf (or NaN) would let a hung phase hang forever: the watchdog cannot be armed.
-        if not (isinstance(self.timeout, int | float) and math.isfinite(self.timeout)):
-            raise ValueError(f"phase {self.name!r}: the timeout must be a finite number of seconds")
-        if self.timeout <= 0:
-            raise ValueError(f"phase {self.name!r}: the timeout must be > 0 seconds")
+        problem = timeout_problem(self.timeout)
+        if problem is not None:
+            raise ValueError(f"phase {self.name!r}: {problem}")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -28,8 +29,8 @@ from typing import Any, Literal
 
 from ..core.closecodes import CloseCode
 from ..core.handshake import Readiness
-from ..core.startup import PhaseSpec, ServiceState, StartupMachine, hint_for
-from ..errors import StartupError
+from ..core.startup import PhaseSpec, ServiceState, StartupMachine, hint_for, timeout_problem
+from ..errors import ConfigError, StartupError
 from .connections import ConnectionRegistry
 from .metrics import Metrics
 
@@ -46,6 +47,8 @@ EVENTS_ENV = "SAFESHIP_STARTUP_EVENTS"
 # A phase that blocks the event loop cannot be cancelled; the watchdog ends the process this
 # long after the phase's own timeout.
 _WATCHDOG_GRACE = 2.0
+# The deadline of a phase declared with an invalid timeout: it fails at once, naming it.
+_INVALID_TIMEOUT_STANDIN = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,14 @@ class Startup:
     ) -> None:
         if on_failure not in ("exit", "serve", "raise"):
             raise ValueError(f"on_failure must be 'exit', 'serve' or 'raise', not {on_failure!r}")
+        for label, seconds in (
+            ("drain_seconds", drain_seconds),
+            ("shutdown_timeout", shutdown_timeout),
+        ):
+            if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds >= 0):
+                raise ValueError(
+                    f"{label} must be a finite number of seconds >= 0, got {seconds!r}"
+                )
         self._phases: list[Phase] = list(phases)
         self.background = background
         self.on_failure: FailureMode = on_failure
@@ -112,10 +123,29 @@ class Startup:
     def phase(
         self, name: str, *, timeout: float = 10.0, critical: bool = True
     ) -> Callable[[Callable[[], Awaitable[Any]]], Callable[[], Awaitable[Any]]]:
-        """Decorator: declare the next phase."""
+        """Decorator: declare the next phase.
+
+        ``timeout`` must be a finite number of seconds, > 0 and at most a day; any other value
+        (often read from the environment) fails this phase at startup with one
+        ``startup_failed`` line naming it, instead of raising at import.
+        """
 
         def register(fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
-            self.add_phase(Phase(name, fn, timeout, critical))
+            problem = timeout_problem(timeout)
+            if problem is None:
+                self.add_phase(Phase(name, fn, timeout, critical))
+            else:
+                # Timeouts often come from the environment: a bad one ends like every other
+                # startup failure (one startup_failed line, exit 3), not as a traceback at import.
+                error = ConfigError(
+                    f"phase {name!r}: {problem}",
+                    hint="give the phase a finite timeout in seconds, e.g. 10",
+                )
+
+                async def refuse() -> None:
+                    raise error
+
+                self.add_phase(Phase(name, refuse, _INVALID_TIMEOUT_STANDIN, critical=True))
             return fn
 
         return register
