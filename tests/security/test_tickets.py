@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 
 import httpx
@@ -15,6 +16,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from websockets.sync.client import connect
 
 from safeship.config import Manifest
+from safeship.errors import StartupError
 from safeship.secrets import redact
 from safeship.service import Safeship
 from safeship.tokens import TicketStore, mint
@@ -127,3 +129,15 @@ def test_reference_service_instances_share_tickets(agent_services) -> None:  # n
     with connect(f"{second.ws_url}/ws?ticket={ticket}", open_timeout=10) as ws:
         assert json.loads(ws.recv(timeout=5))["type"] == "connection_established"
     assert ticket not in first.output() + second.output()
+
+
+def test_redis_url_without_redis_py_fails_the_first_phase_not_the_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # what an install without redis-py sees
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    app = _app({"REDIS_URL": SHARED_REDIS})
+    with pytest.raises(StartupError) as failed, TestClient(app):
+        pass
+    assert failed.value.phase == "manifest"
+    assert "redis-py is not installed" in failed.value.error

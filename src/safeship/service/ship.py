@@ -265,7 +265,17 @@ class Safeship:
             return TicketStore()
         from ..tokens.tickets_redis import RedisTicketStore
 
-        store = RedisTicketStore(url)
+        try:
+            store = RedisTicketStore(url)
+        except ImportError:
+            # Reported by the first phase like any configuration error, not at import.
+            self.config_error = self.config_error or ConfigError(
+                "REDIS_URL is set, so tickets are shared through Redis, but redis-py is not "
+                "installed",
+                key="REDIS_URL",
+                hint="pip install 'safeship[redis]', or unset REDIS_URL for in-process tickets",
+            )
+            return TicketStore()
         self.startup.on_shutdown(store.aclose)
         return store
 
