@@ -266,9 +266,9 @@ def _never_fires(facts: Facts) -> str | None:
 
 @dataclass(frozen=True)
 class Edge:
-    """One way a unit of code makes another run: ``call`` (``create_app()``), ``import``
-    (``import shop.db``), ``hook`` (``lifespan=...``, ``on_event("startup")``) or ``class``
-    (calling a class runs its ``__init__``)."""
+    """One way a unit of code makes another run: ``call`` (``create_app()``; calling a
+    class runs its ``__init__``), ``import`` (``import shop.db``), ``hook`` (``lifespan=...``,
+    ``on_event("startup")``) or ``attribute`` (``settings.oauth``, which runs a property)."""
 
     target: str
     """A dotted name: ``shop.factory.create_app``, ``shop.db`` (module), ``shop.models.User``."""
@@ -291,6 +291,7 @@ def startup_reach(
     aliases: Mapping[str, str],
     roots: Iterable[str],
     modules: AbstractSet[str],
+    properties: AbstractSet[str] = frozenset(),
 ) -> dict[str, Step]:
     """Every unit that runs at startup, breadth-first from ``roots`` (the entry modules).
 
@@ -298,7 +299,8 @@ def startup_reach(
     a name bound by an import to what it names (``shop.create_app`` ->
     ``shop.factory.create_app``); they are followed to a unit with edges. A class is not a
     unit: calling ``shop.models.User`` runs ``shop.models.User.__init__`` when it exists.
-    ``modules`` are the units that are modules: only they are run by an ``import`` edge.
+    ``modules`` are the units that are modules: only they are run by an ``import`` edge;
+    ``properties`` the functions an ``attribute`` edge (``settings.oauth``) runs.
 
     Returns:
         unit -> the step that first reached it (a shortest chain to each).
@@ -312,7 +314,7 @@ def startup_reach(
     while queue:
         current = queue.popleft()
         for edge in edges.get(current, ()):
-            for unit in _units(edge, edges, aliases, modules):
+            for unit in _units(edge, edges, aliases, modules, properties):
                 if unit not in reached:
                     reached[unit] = Step(current, edge)
                     queue.append(unit)
@@ -324,8 +326,11 @@ def _units(
     edges: Mapping[str, Iterable[Edge]],
     aliases: Mapping[str, str],
     modules: AbstractSet[str],
+    properties: AbstractSet[str],
 ) -> list[str]:
     name = resolve_alias(edge.target, aliases)
+    if edge.kind == "attribute":
+        return [name] if name in properties else []
     if edge.kind == "import":
         # Importing a.b.c runs a, a.b, then a.b.c.
         parts = name.split(".")

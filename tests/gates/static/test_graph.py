@@ -11,11 +11,12 @@ def test_module_map_names_and_candidates() -> None:
     assert modules.module_of("src/pkg/__init__.py") == "pkg"
     assert modules.module_of("scripts/tool.py") == "scripts.tool"
     assert modules.module_of("README.md") is None
+    # A package wins over a module of the same name, as on import.
     assert modules.candidates("pkg.a") == [
-        "src/pkg/a.py",
         "src/pkg/a/__init__.py",
-        "pkg/a.py",
+        "src/pkg/a.py",
         "pkg/a/__init__.py",
+        "pkg/a.py",
     ]
     assert modules.top_level_names(["src/pkg/a.py", "scripts/tool.py", "x.txt"]) == {
         "pkg",

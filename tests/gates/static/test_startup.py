@@ -264,3 +264,37 @@ def test_dynamic_dispatch_at_startup_is_a_note(tmp_path: Path) -> None:
     assert finding.tier is Tier.BREAKS_ON_CALL
     note = finding.extra["may_break_startup"]
     assert "svc.main:4 `plugin.setup()`" in note and "not known statically" in note
+
+
+def test_properties_and_instances_made_at_import_are_followed(tmp_path: Path) -> None:
+    _project(
+        tmp_path,
+        {
+            "svc/__init__.py": "",
+            # A package wins over a module of the same name.
+            "svc/utils.py": "def parse():\n    return 1\n",
+            "svc/utils/__init__.py": "from .params import parse\n",
+            "svc/utils/params.py": "def parse():\n    return Optionl[int]\n",
+            "svc/settings.py": """\
+                class Settings:
+                    @property
+                    def oauth(self):
+                        return load_backendz()
+
+
+                settings = Settings()
+                """,
+            "svc/main.py": """\
+                from svc.settings import settings
+                from svc.utils import parse
+
+                PARSED = parse()
+                ENABLED = settings.oauth
+                """,
+        },
+    )
+    result = _run(tmp_path, "svc.main")
+    assert _at(result, "svc/utils/params.py", 2).tier is Tier.BREAKS_STARTUP
+    oauth = _at(result, "svc/settings.py", 4)
+    assert oauth.tier is Tier.BREAKS_STARTUP
+    assert oauth.chain[0] == "svc.main:5 ENABLED = settings.oauth"

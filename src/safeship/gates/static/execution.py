@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from ...core.triage import Edge, Step, startup_reach
 from .graph import ModuleMap
@@ -42,13 +43,16 @@ class StartupGraph:
         self.modules = modules
         self.read = read
         self.paths: dict[str, str] = {}
-        for path in sorted(files):
+        # A package (pkg/__init__.py) wins over a module of the same name (pkg.py), as
+        # in the import system.
+        for path in sorted(files, key=lambda p: (not p.endswith("/__init__.py"), p)):
             module = modules.module_of(path)
             if module and module not in self.paths:
                 self.paths[module] = path
         self.units: dict[str, ModuleUnits] = {}
         self.edges = _LazyEdges(self)
         self.aliases = _LazyAliases(self)
+        self.properties = _LazyProperties(self)
         self.entries = list(entries)
         self.entry_attrs = list(entry_attrs)
         self._reach: dict[str, Step] | None = None
@@ -91,7 +95,9 @@ class StartupGraph:
                 roots += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
             for attr in self.entry_attrs:  # a factory function, or a class whose __init__ runs
                 roots += [attr, f"{attr}.__init__"]
-            self._reach = startup_reach(self.edges, self.aliases, roots, self.paths.keys())
+            self._reach = startup_reach(
+                self.edges, self.aliases, roots, self.paths.keys(), self.properties
+            )
         return self._reach
 
     def module_runs_at_startup(self, path: str) -> bool:
@@ -225,3 +231,24 @@ class _LazyAliases(Mapping[str, str]):
 
     def __len__(self) -> int:
         return sum(len(u.aliases) for u in self.graph.units.values())
+
+
+class _LazyProperties(AbstractSet[str]):
+    """The function units that are properties, reading their module when asked."""
+
+    def __init__(self, graph: StartupGraph) -> None:
+        self.graph = graph
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        module = self.graph.owner(name)
+        units = self.graph.load(module) if module else None
+        return bool(units) and name in units.properties  # type: ignore[union-attr]
+
+    def __iter__(self) -> Iterator[str]:
+        for units in list(self.graph.units.values()):
+            yield from units.properties
+
+    def __len__(self) -> int:
+        return sum(len(u.properties) for u in self.graph.units.values())

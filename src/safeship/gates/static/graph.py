@@ -70,7 +70,7 @@ class ModuleMap:
         out = []
         for root in self.roots:
             base = f"{root}/{rel}" if root else rel
-            out += [f"{base}.py", f"{base}/__init__.py"]
+            out += [f"{base}/__init__.py", f"{base}.py"]  # a package wins, as on import
         return out
 
     def top_level_names(self, files: Iterable[str]) -> frozenset[str]:

@@ -30,6 +30,7 @@ __all__ = ["Dynamic", "ModuleUnits", "read_units"]
 _HOOK_KEYWORDS = frozenset({"lifespan", "on_startup"})
 _HOOK_DECORATORS = frozenset({"on_event", "phase"})
 _IMPORT_FUNCTIONS = frozenset({"import_module", "__import__"})
+_PROPERTY_DECORATORS = frozenset({"property", "cached_property"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class ModuleUnits:
     dynamic: dict[str, list[Dynamic]] = field(default_factory=dict)
     functions: dict[str, int] = field(default_factory=dict)
     """Function unit -> the line of its ``def``."""
+    properties: set[str] = field(default_factory=set)
+    """Function units that run on attribute access (``@property``, ``@cached_property``)."""
     spans: list[tuple[int, int, str]] = field(default_factory=list)
     """(first line, last line, function unit) of each function body, outermost first."""
 
@@ -98,7 +101,25 @@ class _Reader:
         # after the module body, so a name bound anywhere at top level is visible there.
         self._bind_all(tree.body, unit, self.module_names, top=True)
         scope = _Scope(unit, unit, self.module_names)
+        self._bind_instances(tree.body, scope)
         self._body(tree.body, scope)
+
+    def _bind_instances(self, body: list[ast.stmt], scope: _Scope) -> None:
+        """``settings = Settings()`` at top level: ``settings.oauth`` and ``settings.load()``
+        are looked up on ``Settings`` (what calling it returns, for a factory)."""
+        for node in body:
+            if (
+                isinstance(node, (ast.Assign, ast.AnnAssign))
+                and isinstance(node.value, ast.Call)
+                and len(targets := node.targets if isinstance(node, ast.Assign) else [node.target])
+                == 1
+                and isinstance(targets[0], ast.Name)
+                and targets[0].id not in scope.names
+            ):
+                made = self._resolve(node.value.func, scope)
+                if made is not None:
+                    scope.names[targets[0].id] = made
+                    self.out.aliases[f"{self.out.module}.{targets[0].id}"] = made
 
     def _bind_all(
         self, body: list[ast.stmt], qualname: str, names: dict[str, str], top: bool
@@ -158,6 +179,8 @@ class _Reader:
             self._expression(default, scope, node)
         self.out.edges.setdefault(unit, [])
         self.out.functions[unit] = node.lineno
+        if any(_call_name(d) in _PROPERTY_DECORATORS for d in node.decorator_list):
+            self.out.properties.add(unit)
         end = node.end_lineno or node.lineno
         self.out.spans.append((node.body[0].lineno if node.body else node.lineno, end, unit))
         names = dict(scope.names)
@@ -202,6 +225,16 @@ class _Reader:
                 continue
             if isinstance(current, ast.Call):
                 self._call(current, scope, statement)
+                stack.extend(ast.iter_child_nodes(current.func))  # not itself an attribute load
+                stack.extend([*current.args, *(k.value for k in current.keywords)])
+                continue
+            if isinstance(current, ast.Attribute) and isinstance(current.ctx, ast.Load):
+                # ``settings.oauth``: runs a property, when that is what it names.
+                target = self._resolve(current, scope)
+                if target is not None:
+                    self._edge(
+                        scope, Edge(target, "attribute", current.lineno, self._text(statement))
+                    )
             stack.extend(ast.iter_child_nodes(current))
 
     def _call(self, call: ast.Call, scope: _Scope, statement: ast.stmt) -> None:
@@ -346,6 +379,14 @@ def _never_runs(test: ast.expr) -> bool:
 def _startup_event(call: ast.Call, attr: str | None) -> bool:
     """``on_event("startup")`` (not "shutdown"); every safeship ``phase(...)``."""
     return attr == "phase" or _first_string(call) == "startup"
+
+
+def _call_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def _first_string(call: ast.Call) -> str | None:
