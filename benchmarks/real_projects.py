@@ -85,6 +85,8 @@ class App:
     """``module:attr`` of the ASGI app, or of the factory when ``factory``."""
     package: str
     factory: bool = False
+    extras: str = ""
+    """Extras to install, e.g. ``[server]``."""
     env: dict[str, str] = field(default_factory=dict)
     """Variables for starting it; ``{work}`` is a scratch directory, ``{search}`` the URL of a
     loopback search-engine stand-in."""
@@ -138,6 +140,7 @@ APPS = (
         "tiled.server.app:app_factory",
         "tiled",
         factory=True,
+        extras="[server]",
         env={"TILED_CONFIG": "{work}/config.yml"},
         files={
             "config.yml": ("trees:\n  - path: /\n    tree: tiled.examples.generated_minimal:tree\n")
@@ -174,7 +177,7 @@ def prepare(app: App) -> tuple[Path, Path]:
     uv = find_binary("uv")
     if not (venv / ".installed").exists():
         shutil.rmtree(venv, ignore_errors=True)
-        spec = f"{app.name}=={app.version}"
+        spec = f"{app.name}{app.extras}=={app.version}"
         if uv:
             steps = [[uv, "venv", "-q", "-p", sys.executable, str(venv)]]
             steps.append([uv, "pip", "install", "-q", "-p", str(venv / "bin" / "python"), spec])
