@@ -185,15 +185,18 @@ def test_missing_distributions_are_one_finding_each_saying_if_declared(tmp_path:
     result = run(tmp_path, '[service]\napp = "app.main:app"\n', strict=True)
     # Run without the project's environment: safeship's interpreter has no yaml here, or
     # has it; either way the finding must be per distribution, not per module.
-    deps = {f.symbol: f for f in result.findings if f.rule == "import-missing-dependency"}
+    deps = {f.symbol: f for f in result.findings if f.rule.endswith("-dependency")}
     assert "not_a_real_dist_abc" in deps
     fake = deps["not_a_real_dist_abc"]
+    assert fake.rule == "import-undeclared-dependency" and fake.tier is Tier.ERROR
     assert fake.extra["modules"] == ["app.one", "app.two"]
     assert fake.extra["declared"] is None and "NOT declared" in fake.message
     assert "add not_a_real_dist_abc to the project's dependencies" in (fake.hint or "")
     assert not [f for f in result.findings if f.rule == "import-error"]
     assert any("--python" in note for note in result.summary["notes"])
     if "PyYAML" in deps:
+        assert deps["PyYAML"].rule == "import-missing-dependency"
+        assert deps["PyYAML"].tier is Tier.ENVIRONMENT
         assert deps["PyYAML"].extra["declared"] == "requirements.txt"
         assert deps["PyYAML"].extra["modules"] == ["app.main", "app.three"]
 
@@ -223,7 +226,8 @@ def test_a_declared_dependency_missing_from_the_projects_venv(tmp_path: Path) ->
     # jwt maps to PyJWT (a name the module does not tell), declared in pyproject.toml.
     assert set(deps) == {"PyJWT"}  # starlette is not reached: the startup stops at jwt
     assert deps["PyJWT"].extra["declared"] == "pyproject.toml"
-    assert deps["PyJWT"].tier is Tier.BREAKS_STARTUP
+    assert deps["PyJWT"].rule == "import-missing-dependency"
+    assert deps["PyJWT"].tier is Tier.ENVIRONMENT  # the venv lacks what the project declares
     assert deps["PyJWT"].extra["modules"] == ["app.lazy", "app.main"]
 
 

@@ -60,7 +60,8 @@ def test_imports_run_in_the_projects_interpreter_not_safeships(
     assert interpreter["version"] == ".".join(map(str, sys.version_info[:3]))
     assert interpreter["source"] == "--python"
     [finding] = result.findings
-    assert finding.rule == "import-missing-dependency"
+    # Not declared anywhere, and imported at startup.
+    assert finding.rule == "import-undeclared-dependency"
     assert finding.tier is Tier.BREAKS_STARTUP and finding.blocking
     assert finding.extra["distribution"] == "rich" and finding.extra["modules"] == ["app.main"]
     # The report's header for the gate names the interpreter and its version.

@@ -129,6 +129,25 @@ def _top_level_names(import_root: Path) -> set[str]:
     return names
 
 
+def _entry_modules(entries: Sequence[str], root: Path, import_root: Path) -> list[str]:
+    """Entries as module names: ``--entry`` may also name a file (``src/app/main.py``)."""
+    out = []
+    for entry in entries:
+        if entry.endswith(".py") or "/" in entry or os.sep in entry:
+            path = Path(entry) if Path(entry).is_absolute() else root / entry
+            try:
+                parts = list(path.resolve().relative_to(import_root.resolve()).parts)
+            except ValueError:
+                continue
+            parts[-1] = parts[-1].removesuffix(".py")
+            if parts[-1] == "__init__":
+                parts.pop()
+            entry = ".".join(parts)
+        if entry and _MODULE.match(entry) and entry not in out:
+            out.append(entry)
+    return out
+
+
 def _cache_dir(environ: Mapping[str, str]) -> Path:
     """Bytecode caches of the checked code, kept between runs, outside the project."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
@@ -244,7 +263,7 @@ class ImportsGate:
         )
         files = {name: path for name, path in found}
         first_party = {name.split(".")[0] for name in files} | _top_level_names(import_root)
-        entries = [] if strict else list(ctx.entries)
+        entries = [] if strict else _entry_modules(ctx.entries, ctx.root, import_root)
         python, flags, source = self._interpreter(ctx)
         redact = _redactor(ctx)
         started = time.perf_counter()
@@ -427,7 +446,13 @@ def _dependency_findings(
             (declared[normalise_name(t)] for t in tops if normalise_name(t) in declared), None
         )
         modules = sorted(o.module for o in members)
-        tier, blocking = tier_of(members, strict, ctx.block_tiers)
+        # Declared (or no project environment to judge by): the environment lacks it, as
+        # the static gate says too. Undeclared: the code imports what it never asked for.
+        environment = bool(where) or bool(interpreter.get("isolated"))
+        if environment:
+            tier, blocking = Tier.ENVIRONMENT, Tier.ENVIRONMENT in ctx.block_tiers
+        else:
+            tier, blocking = tier_of(members, strict, ctx.block_tiers)
         shown = ", ".join(modules[:5]) + (
             f" and {len(modules) - 5} more" if len(modules) > 5 else ""
         )
@@ -441,7 +466,7 @@ def _dependency_findings(
         findings.append(
             Finding(
                 gate="imports",
-                rule="import-missing-dependency",
+                rule="import-missing-dependency" if environment else "import-undeclared-dependency",
                 message=redact(
                     f"{dist} is not installed in {interpreter['python']}: "
                     f"{len(modules)} module(s) import {', '.join(tops)}: {shown}; "
