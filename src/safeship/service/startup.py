@@ -396,12 +396,22 @@ class Startup:
         if not self.drain_signals or threading.current_thread() is not threading.main_thread():
             return
         loop = asyncio.get_running_loop()
-        for sig in self.drain_signals:
+        # SIGINT (Ctrl-C) also stops a startup in progress: the server's own handler only asks
+        # it to exit once startup returns, so a hanging phase ran to its timeout and ended as
+        # a startup failure. Once started, SIGINT is the server's alone.
+        for sig in dict.fromkeys((*self.drain_signals, signal.SIGINT)):
             previous = signal.getsignal(sig)
             self._previous_handlers[sig] = previous
+            drains = sig in self.drain_signals
 
-            def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
-                if self._drain_task is not None:
+            def handler(
+                signum: int,
+                frame: FrameType | None,
+                previous: Any = previous,
+                drains: bool = drains,
+            ) -> None:
+                starting = self.machine.state in (ServiceState.PENDING, ServiceState.STARTING)
+                if self._drain_task is not None or not (drains or starting):
                     # A second signal while draining: let the server stop now.
                     _call_previous(previous, signum, frame)
                     return
