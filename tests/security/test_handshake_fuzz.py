@@ -17,7 +17,8 @@ from safeship.tokens import mint
 from ._server import SECRET, Server, guarded_server
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
-TOKEN = mint(SECRET, "fuzz")
+# Minted at collection: it must outlive a whole suite run, not only this module.
+TOKEN = mint(SECRET, "fuzz", ttl=6 * 3600)
 
 
 def _upgrade(extra: str = "", path: str = "/ws", version: str = "13", key: str = KEY) -> bytes:
