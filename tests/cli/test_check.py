@@ -109,6 +109,7 @@ def test_forced_skip_in_critical_environment_is_audited(
         "secrets": "failed",
         "imports": "skipped",
         "boot": "skipped",
+        "deploy-config": "passed",
     }
     assert "OPS-7 boot flaky" in data["gates"][0]["skipped_reason"]
     log = root / ".safeship" / "audit.jsonl"
@@ -148,7 +149,9 @@ def test_clean_project_exits_0_and_json_is_the_report(
     assert data["schema"] == "safeship.check/1"
     assert data["ok"] is True and data["env"] == "staging" and data["critical"] is True
     assert data["root"] == str(root)
-    assert [g["gate"] for g in data["gates"]] == ["static", "legacy", "secrets", "imports", "boot"]
+    assert [g["gate"] for g in data["gates"]] == [
+        "static", "legacy", "secrets", "imports", "boot", "deploy-config",
+    ]  # fmt: skip
     assert secret not in json.dumps(data)
 
 
