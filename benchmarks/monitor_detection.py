@@ -105,7 +105,8 @@ class FaultProxy:
         self.port = free_port()
         self.mode = "pass"
         self.random_rate = 0.05
-        self.rng = random.Random(seed)
+        self.injected = 0
+        self.rng = random.Random(seed)  # the same faults on every run
         self._server: asyncio.Server | None = None
         self._held: set[asyncio.StreamWriter] = set()
 
@@ -155,6 +156,7 @@ class FaultProxy:
         inject = is_ws and (
             self.mode == "1011" or (self.mode == "random" and self.rng.random() < self.random_rate)
         )
+        self.injected += inject and self.mode == "random"
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend)
         try:
             up_writer.write(head)
@@ -237,8 +239,8 @@ async def detection(backend: int, trials: int, random_seconds: float) -> dict[st
         spurious = [e for e in list(events._queue) if e.transition.change is Change.OPENED]  # type: ignore[attr-defined]
         probes = monitor.trackers["bench"].probes - probes_before
         print(
-            f"  random single failures ({proxy.random_rate:.0%} of WebSockets closed with 1011, "
-            f"{probes} probes): {len(spurious)} incident(s) (goal 0)"
+            f"  random single failures ({proxy.random_rate:.0%} of WebSockets closed with 1011: "
+            f"{proxy.injected} of {probes} probes): {len(spurious)} incident(s) (goal 0)"
         )
         results["random_spurious"] = [float(len(spurious))]
     finally:
@@ -349,7 +351,7 @@ def cost(backend: int, seconds: float, envs: int = 10) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3, help="outages injected per class")
-    parser.add_argument("--random-seconds", type=float, default=15.0)
+    parser.add_argument("--random-seconds", type=float, default=30.0)
     parser.add_argument("--cost-seconds", type=float, default=40.0)
     args = parser.parse_args()
     failed = False
