@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,6 +82,30 @@ def test_the_server_closes_a_socket_that_never_completes_its_head(
     with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
         sock.sendall(partial)
         assert _closed_by_peer(sock, within=10)
+
+
+def test_the_server_closes_a_slowloris_that_keeps_sending(server: int) -> None:
+    """A byte of header every 50 ms never completes the head: the deadline runs from the
+    connection, not from the last byte."""
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 10_000
+    deadline = time.monotonic() + scaled(10)
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
+        sock.settimeout(0.05)
+        closed = False
+        for byte in head:
+            if time.monotonic() > deadline:
+                break
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(4096) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        assert closed
 
 
 def test_complete_requests_and_websockets_outlive_the_deadline(server: int) -> None:
