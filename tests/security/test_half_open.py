@@ -121,7 +121,7 @@ def test_complete_requests_and_websockets_outlive_the_deadline(server: int) -> N
 
 def _local_target_argv(port: int) -> list[str]:
     spec = RevisionSpec(source=APPS.parent, app="plain_app:app", app_dir=APPS.name)
-    return LocalTarget._argv(None, spec, APPS.parent, port)  # type: ignore[arg-type]
+    return LocalTarget._argv(None, spec, APPS.parent, port)
 
 
 def _boot_gate_argv(port: int) -> list[str]:
