@@ -84,7 +84,8 @@ async def build_monitor(
     async def explain(endpoint: Endpoint, check: CheckClass, sample: Sample) -> str:
         if check is not CheckClass.AUTH:
             return ""
-        return await asyncio.to_thread(explain_auth, manifest, endpoint, view, environ)
+        # run.view: the target as last read (the serving revision changes with deploys).
+        return await asyncio.to_thread(explain_auth, manifest, endpoint, run.view, environ)
 
     monitor = Monitor(
         found,
@@ -94,7 +95,8 @@ async def build_monitor(
         on_incident=on_incident,
         explain=explain,
     )
-    return MonitorRun(monitor, view, names, manifest)
+    run = MonitorRun(monitor, view, names, manifest)
+    return run
 
 
 def explain_auth(
