@@ -118,7 +118,9 @@ def test_a_rewrite_that_strips_the_macs_and_moves_the_anchor_fails_with_the_key(
     _set_anchor(log)
     code, report = _verify(log)
     assert code == 1
-    assert any(p.startswith("unkeyed: none of the 3 entries") for p in report["problems"]), report
+    assert any(p.startswith("unkeyed: no entry of 3 carries a mac") for p in report["problems"]), (
+        report
+    )
 
 
 def test_a_forged_entry_with_a_moved_anchor_fails_with_the_key(log: Path) -> None:
@@ -159,19 +161,19 @@ def test_a_legacy_unkeyed_log_is_reported_never_silently_intact(
     # Without the key: the chain holds, and the report says it is the hash chain only.
     code, report = _verify(path)
     assert code == 0 and report["keyed"] == 0 and report["unkeyed"] == 1
-    assert any(n.startswith("unkeyed: 1 entries carry no mac") for n in report["notes"])
+    assert any(n.startswith("unkeyed: 1 entry carries no mac") for n in report["notes"])
     assert main(["audit", "verify", "--path", str(path)]) == 0
     assert "unkeyed: hash chain only" in capsys.readouterr().out
     # Once the key is configured, a log with no keyed entry is refused...
     monkeypatch.setenv("SAFESHIP_AUDIT_KEY", KEY)
     code, report = _verify(path)
-    assert code == 1 and report["problems"][0].startswith("unkeyed: none of the 1 entries")
+    assert code == 1 and report["problems"][0].startswith("unkeyed: no entry of 1 carries")
     # ...until an append with the key vouches for the legacy entries before it.
     AuditLog(path, environ={"SAFESHIP_AUDIT_KEY": KEY}).append("forced", {"env": "staging"})
     code, report = _verify(path)
     assert code == 0 and report["keyed"] == 1 and report["unkeyed"] == 1
     assert report["notes"] == [
-        "lines 1-1 were written before SAFESHIP_AUDIT_KEY was set (legacy); the keyed entry "
+        "line 1 was written before SAFESHIP_AUDIT_KEY was set (legacy); the keyed entry "
         "at line 2 vouches for them"
     ]
     # An unkeyed entry after a keyed one is refused.

@@ -354,6 +354,10 @@ def verify(
     return result
 
 
+def _entries(count: int) -> str:
+    return "1 entry carries" if count == 1 else f"{count} entries carry"
+
+
 def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 1 << 20):
@@ -458,24 +462,25 @@ def _check(
         # A rewrite that strips every mac looks exactly like a log written before the key:
         # with the key configured, neither is accepted.
         problems.append(
-            f"unkeyed: none of the {result.entries} entries carries a mac, although "
+            f"unkeyed: no entry of {result.entries} carries a mac, although "
             f"{AUDIT_KEY_ENV} is set (written before the key was set, or the macs were "
             "stripped by a rewrite); review the history, then any append with the key set "
             "(a deploy, a skipped gate) keys the log and vouches for the entries before it"
         )
     elif key is not None and first_keyed is not None and first_keyed > 1:
+        legacy = "line 1 was" if first_keyed == 2 else f"lines 1-{first_keyed - 1} were"
         result.notes.append(
-            f"lines 1-{first_keyed - 1} were written before {AUDIT_KEY_ENV} was set (legacy); "
+            f"{legacy} written before {AUDIT_KEY_ENV} was set (legacy); "
             f"the keyed entry at line {first_keyed} vouches for them"
         )
     elif key is None and macs_unchecked:
         result.notes.append(
-            f"{macs_unchecked} entries carry a mac that was not checked: set {AUDIT_KEY_ENV} "
-            "to verify them"
+            f"{_entries(macs_unchecked)} a mac that was not checked: set {AUDIT_KEY_ENV} "
+            "to verify it"
         )
     if key is None and result.unkeyed:
         result.notes.append(
-            f"unkeyed: {result.unkeyed} entries carry no mac (written without "
+            f"unkeyed: {_entries(result.unkeyed)} no mac (written without "
             f"{AUDIT_KEY_ENV}); the hash chain and the anchor hold, but whoever can write "
             "the state directory could have recomputed them"
         )
