@@ -104,7 +104,7 @@ def _source(rel: str, line: int, bases: Sequence[Path]) -> str | None:
     return None
 
 
-def _hint(outcome: ImportOutcome, env: str) -> str:
+def _hint(outcome: ImportOutcome, env: str, python: str = "python") -> str:
     if outcome.status == "hung":
         return (
             "module-level code blocks (network, lock, sleep, input): move it into a "
@@ -114,7 +114,7 @@ def _hint(outcome: ImportOutcome, env: str) -> str:
         return "the interpreter died while importing (os._exit, a signal, or a native crash)"
     short = (outcome.exc_type or "").rsplit(".", 1)[-1]
     specific = _HINTS.get(short)
-    repro = f"reproduce with: SAFESHIP_ENV={env} python -c 'import {outcome.module}'"
+    repro = f"reproduce with: SAFESHIP_ENV={env} {python} -c 'import {outcome.module}'"
     return f"{specific}; {repro}" if specific else repro
 
 
@@ -150,6 +150,7 @@ def outcomes_to_findings(
     redact: Callable[[str], str] = lambda text: text,
     strict: bool = True,
     block_tiers: Collection[Tier] = (Tier.BREAKS_STARTUP,),
+    python: str = "python",
 ) -> list[Finding]:
     """One finding per distinct failure, located at its last first-party frame."""
     bases = [root.resolve(), import_root.resolve()]
@@ -200,7 +201,7 @@ def outcomes_to_findings(
                 source_line=redact(last[3] or _source(last[0], last[1], bases) or "") or None
                 if last
                 else None,
-                hint=_hint(outcome, env),
+                hint=_hint(outcome, env, python),
                 chain=tuple(f"{f}:{n} in {fn}" for f, n, fn, _ in own[-frames:]),
                 symbol=outcome.module,
                 scope=last[2] if last and last[2] != "<module>" else None,

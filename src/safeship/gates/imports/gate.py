@@ -339,6 +339,7 @@ class ImportsGate:
             redact=redact,
             strict=judged_strict,
             block_tiers=ctx.block_tiers,
+            python=python if not flags else f"{python} {' '.join(flags)}",
         )
         findings += _write_findings(changes, outcomes, startup, entries, ctx.root)
         counts = {
@@ -413,10 +414,16 @@ def _split_missing(
 
 
 def _what_to_do(interpreter: Mapping[str, Any]) -> str:
+    if interpreter.get("isolated"):
+        return (
+            "third-party modules are missing: no project environment was found, so none "
+            "counts as installed; pass --python with the project's venv or interpreter"
+        )
     return (
         f"third-party modules are missing from {interpreter['python']} "
-        f"({interpreter['source']}): pass --python with the project's venv or interpreter, "
-        "or install the project's dependencies there"
+        f"({interpreter['source']}): install the project's dependencies there "
+        "(e.g. pip install -e . or -r requirements.txt), or pass --python with the "
+        "environment that has them"
     )
 
 
