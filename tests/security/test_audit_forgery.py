@@ -16,6 +16,7 @@ import pytest
 
 from safeship.cli import main
 from safeship.deploy.audit import AuditLog, entry_hash
+from safeship.errors import AuditError
 
 KEY = "audit-key-from-the-secret-store-0123456789"
 
@@ -189,3 +190,21 @@ def test_without_the_key_the_anchor_still_catches_a_rewrite(
     _rewrite(log, {"why": "rewritten"})
     code, report = _verify(log)
     assert code == 1 and any("anchored" in p for p in report["problems"]), report
+
+
+@pytest.mark.parametrize(
+    "weak", ["password" * 4, "0123456789abcdefghijklmnopqrstuvwxyz", "${AUDIT_KEY}", "short"]
+)
+def test_a_weak_audit_key_is_refused_without_being_quoted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weak: str
+) -> None:
+    """Every entry's hash and mac are in the log: a guessable key is found offline."""
+    path = tmp_path / ".safeship" / "audit.jsonl"
+    with pytest.raises(AuditError, match=r"SAFESHIP_AUDIT_KEY .*(rule|bytes)") as refused:
+        AuditLog(path, environ={"SAFESHIP_AUDIT_KEY": weak}).append("forced", {"env": "x"})
+    assert weak not in str(refused.value) and not path.exists()
+    AuditLog(path, environ={}).append("forced", {"env": "x"})
+    monkeypatch.setenv("SAFESHIP_AUDIT_KEY", weak)
+    code, report = _verify(path)
+    assert code == 1 and report["problems"][0].startswith("SAFESHIP_AUDIT_KEY ")
+    assert weak not in json.dumps(report)

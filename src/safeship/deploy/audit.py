@@ -48,6 +48,7 @@ __all__ = [
     "AuditVerification",
     "audit_path",
     "entry_hash",
+    "key_weakness",
     "verify",
 ]
 
@@ -76,6 +77,26 @@ def entry_mac(entry_hash: str, key: str) -> str:
 
 def _key(environ: Mapping[str, str]) -> str | None:
     return environ.get(AUDIT_KEY_ENV, "").strip() or None
+
+
+def key_weakness(key: str) -> str | None:
+    """Why ``key`` is too weak for the audit chain, or ``None``. Every entry's ``hash`` and
+    ``mac`` are in the log, so a guessable key can be found offline and then any history
+    written: the key must pass the same strength rules as a JWT secret (never quoted)."""
+    from ..secrets import weaknesses
+
+    problems = weaknesses(key, min_bytes=32)
+    if not problems:
+        return None
+    return (
+        f"{AUDIT_KEY_ENV} {'; '.join(problems)}: a guessable key can be recovered offline from "
+        "the log's own macs"
+    )
+
+
+_KEY_HINT = (
+    "set it to a random value, e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
+)
 
 
 def _state_db(log: Path) -> Path:
@@ -159,8 +180,11 @@ class AuditLog:
 
         Raises:
             AuditError: the file cannot be written, or its last line is damaged (appending
-                to a broken chain would hide the damage).
+                to a broken chain would hide the damage), or ``SAFESHIP_AUDIT_KEY`` is weak.
         """
+        key = _key(self._environ)
+        if key is not None and (weak := key_weakness(key)) is not None:
+            raise AuditError(weak, hint=_KEY_HINT)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
@@ -183,7 +207,6 @@ class AuditLog:
                 "prev": prev,
             }
             entry["hash"] = entry_hash(entry)
-            key = _key(self._environ)
             if key is not None:
                 entry["mac"] = entry_mac(entry["hash"], key)
             line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
@@ -343,6 +366,8 @@ def verify(
     finally:
         if fd is not None:
             os.close(fd)
+    if key is not None and (weak := key_weakness(key)) is not None:
+        result.problems.append(f"{weak} ({_KEY_HINT})")
     _check(raw, key, anchor, result)
     if anchor is None and result.entries:
         result.notes.append(
