@@ -135,3 +135,24 @@ def test_endpoints_follow_the_target_while_running(service, tmp_path: Path):
         await asyncio.wait_for(task, scaled(5))
 
     asyncio.run(scenario())
+
+
+def test_a_failing_history_does_not_stop_the_probes(service, tmp_path: Path, caplog):
+    manifest = write_manifest(tmp_path, service.url)
+    monitor = build(manifest, service.url, tmp_path, [])
+    monitor.settings = MonitorSettings(interval=0.05)
+    assert monitor.history is not None
+    monitor.history.close()  # every write now raises
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(monitor.run(stop))
+        deadline = asyncio.get_running_loop().time() + scaled(10)
+        while monitor.trackers["test"].probes < 3:
+            assert asyncio.get_running_loop().time() < deadline, "the probes stopped"
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, scaled(5))
+
+    asyncio.run(scenario())
+    assert "judging a probe of test failed" in caplog.text

@@ -315,6 +315,9 @@ class Notifier:
             )
         except TimeoutError:
             result = False
+        except Exception as exc:  # a transport's bug must not take the deploy or monitor down
+            logger.warning("notification %s failed: %s", notice.kind, type(exc).__name__)
+            result = False
         if not result:
             self.failures.append(f"{notice.kind}: not delivered within {self.timeout:g}s")
             logger.warning("notification %s was not delivered to every URL", notice.kind)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import deque
@@ -36,6 +37,8 @@ from .history import History
 from .probing import EndpointProber, Sample
 
 __all__ = ["IncidentEvent", "Monitor", "MonitorSettings"]
+
+logger = logging.getLogger("safeship.monitor")
 
 _PRUNE_EVERY = 600.0
 
@@ -231,7 +234,12 @@ class Monitor:
             await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _probe_and_judge(self, endpoint: Endpoint) -> None:
-        await self._judge(await self._probe(endpoint))
+        try:
+            await self._judge(await self._probe(endpoint))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a locked history, a bug: the next probe must still run
+            logger.exception("monitor: judging a probe of %s failed", endpoint.key)
 
     async def _probe(self, endpoint: Endpoint) -> Sample:
         return await self.probers[endpoint.env].probe(endpoint)
@@ -277,4 +285,7 @@ class Monitor:
         event = IncidentEvent(endpoint, transition, sample, explanation)
         self.events.append(event)
         if self.on_incident is not None:
-            await self.on_incident(event)
+            try:
+                await self.on_incident(event)
+            except Exception:  # a notification that failed must not stop the probing
+                logger.exception("monitor: handling %s for %s failed", event.kind, endpoint.key)
