@@ -45,6 +45,13 @@ def _failure(output: str) -> dict[str, object]:
         # inf would mean tokens never expire; a deadline of inf would mean a hang.
         ({"SAFESHIP_ENV": "test"}, "[auth]\nleeway_seconds = inf\n", "finite"),
         ({"SAFESHIP_ENV": "test"}, "[deploy]\ndrain_seconds = nan\n", "drain_seconds"),
+        # redis-py raised at import, and its parse errors may quote parts of the URL.
+        (
+            {"SAFESHIP_ENV": "test", "REDIS_URL": "redis://u:s3cret@h:notaport/0"},
+            None,
+            "REDIS_URL: not a Redis URL",
+        ),
+        ({"SAFESHIP_ENV": "test", "REDIS_URL": "redis:/u:s3cret@h"}, None, "not a Redis URL"),
     ],
 )
 def test_bad_environment_or_manifest_is_one_failure_line_and_exit_3(
@@ -63,7 +70,7 @@ def test_bad_environment_or_manifest_is_one_failure_line_and_exit_3(
         )  # fmt: skip
     assert proc.wait(timeout=scaled(30)) == 3
     output = log.read_text()
-    assert "Traceback" not in output
+    assert "Traceback" not in output and "s3cret" not in output
     failure = _failure(output)
     assert failure["phase"] == "manifest" and expected in str(failure["error"])
 

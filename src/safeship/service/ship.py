@@ -276,6 +276,15 @@ class Safeship:
                 hint="pip install 'safeship[redis]', or unset REDIS_URL for in-process tickets",
             )
             return TicketStore()
+        except Exception:
+            # redis-py's parse errors may quote parts of the URL (a password): never shown.
+            self.config_error = self.config_error or ConfigError(
+                "not a Redis URL: expected redis://host:6379/0, rediss://... or unix://... "
+                "(credentials, if any, before the host)",
+                key="REDIS_URL",
+                hint="fix REDIS_URL, or unset it for in-process tickets",
+            )
+            return TicketStore()
         self.startup.on_shutdown(store.aclose)
         return store
 
