@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _real_imports
+
 from safeship.config import Manifest
 from safeship.gates.model import GateResult, Tier
 from safeship.gates.runner import CheckContext, build_context
@@ -151,14 +153,27 @@ APPS = (
 # -- gates under evaluation ------------------------------------------------------------------
 
 GateRun = Callable[[CheckContext], GateResult]
+Judge = Callable[[GateResult, "Mutation", "Start"], bool]
 GATES: dict[str, GateRun] = {"static": lambda ctx: StaticGate().run(ctx)}
+JUDGES: dict[str, Judge] = {}
+"""gate -> whether its result has a mutation in the right tier, given the real start (by
+default: ``breaks-startup`` exactly when the start fails on the renamed name)."""
 
 
-def add_gate(name: str, run: GateRun) -> None:
+def add_gate(name: str, run: GateRun, judge: Judge | None = None) -> None:
     """Evaluate another gate beside the static one: same apps, same real starts, same
     mutations; ``run`` gets the ``CheckContext`` of the tree (its ``project_env`` is the
     app's venv, or none) and returns the gate's result."""
     GATES[name] = run
+    if judge is not None:
+        JUDGES[name] = judge
+
+
+add_gate(
+    "imports",
+    _real_imports.run,
+    lambda result, mutation, real: _real_imports.judge(result, mutation, real, tier_at),
+)
 
 
 # -- installing --------------------------------------------------------------------------------
@@ -625,6 +640,8 @@ def evaluate(app: App, mutations: int, seed: int, out: Report) -> dict[str, Any]
                 "startup": len(startup),
             }
         figures["ruff+ty seconds"] = baseline_time
+    if "imports" in GATES:
+        figures.update(_real_imports.evaluate(app, venv, tree, out.say))
     extra = repaired(app, venv) if not pristine.ok else None
     if extra is not None:
         pristine = start(app, venv, tree, extra=extra, trace=True)
@@ -671,8 +688,14 @@ def _mutant(
         real = start(app, venv, mutant, extra=extra)
         truth = real.fails_on(mutation.renamed)
         for gate in GATES:
-            tier = tier_at(run_gate(gate, mutant, app, venv).result, mutation)
-            right[gate] = tier is not None and (tier is Tier.BREAKS_STARTUP) == truth
+            result = run_gate(gate, mutant, app, venv).result
+            tier = tier_at(result, mutation)
+            judge = JUDGES.get(gate)
+            right[gate] = (
+                judge(result, mutation, real)
+                if judge
+                else tier is not None and (tier is Tier.BREAKS_STARTUP) == truth
+            )
             verdicts.append(f"{gate} {tier or 'no finding'}{'' if right[gate] else ' ✗'}")
     really = "breaks startup" if truth else "starts"
     out.say(f"   {mutation.describe()}: really {really}; {'; '.join(verdicts)}")
@@ -706,6 +729,12 @@ def main(argv: list[str] | None = None) -> int:
             accuracy = figures.get(f"{gate} accuracy")
             if accuracy:
                 parts.append(f"accuracy {accuracy[0]}/{accuracy[1]}")
+            if gate == "imports" and "imports ratio" in figures:
+                parts.append(
+                    f"{figures['imports ratio']:.2f}x one interpreter (goal <= "
+                    f"{_real_imports.RATIO_GOAL:g}x), tree "
+                    + ("unchanged" if figures["imports tree unchanged"] else "CHANGED")
+                )
         out.say("  " + "; ".join(parts))
     return 0
 
