@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import procs
 from ..config import Manifest
 from ..errors import SafeshipError
 from ..secrets import candidate_names, fingerprint, source_from_spec
@@ -35,18 +36,11 @@ _FINGERPRINT = "(fingerprint "
 
 
 def log_tail(path: str | os.PathLike[str] | None, max_bytes: int = _TAIL_BYTES) -> list[str]:
-    """The last lines of a log file (at most ``max_bytes`` of it); ``[]`` when unreadable."""
+    """The non-blank lines of the end of a log file (at most ``max_bytes`` of it); ``[]`` when
+    unreadable."""
     if not path:
         return []
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except OSError:
-        return []
-    return data.decode("utf-8", "replace").splitlines()
+    return procs.tail(Path(path), lines=max_bytes, max_bytes=max_bytes)
 
 
 def _lookup(
