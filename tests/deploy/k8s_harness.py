@@ -311,7 +311,7 @@ class Harness:
     async def _observe(self, pod: Pod) -> None:
         alive = procs.is_alive(pod.ref)
         if not alive and not pod.terminating and pod.crashed is None:
-            code = procs.exit_code(pod.ref.pid)
+            code = await self._exit_code(pod)
             tail = "\n".join(procs.tail(pod.log, 80))[-2048:]
             pod.crashed = {"exitCode": code, "reason": "Error", "message": tail}
             pod.ready = False
@@ -328,6 +328,17 @@ class Harness:
                 self.start_seconds.append(pod.ready_at - pod.spawned)
             pod.ready = ready
         await self._pod_status(pod)
+
+    async def _exit_code(self, pod: Pod) -> int | None:
+        """The exit code, once the process is reaped: /proc can show it gone (a zombie) a
+        moment before the status can be collected."""
+        for _ in range(200):  # up to 2 s
+            code = procs.exit_code(pod.ref.pid)
+            if code is not None:
+                return code
+            await asyncio.sleep(0.01)
+        self.errors.append(f"{pod.name}: pid {pod.ref.pid} is gone but its exit code is not")
+        return None
 
     async def _pod_status(self, pod: Pod) -> None:
         if pod.crashed is not None:

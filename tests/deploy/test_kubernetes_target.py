@@ -26,17 +26,16 @@ from safeship.deploy.operations import deploy, down, status
 from safeship.deploy.pipeline import DeployRequest
 from safeship.deploy.targets import (
     Lifecycle,
+    Revision,
     RevisionSpec,
     RevisionStatus,
     Target,
+    TargetState,
     TrafficSplit,
     create_target,
 )
-from safeship.deploy.targets.kubernetes import (
-    KubernetesGatewayTarget,
-    KubernetesTarget,
-    api_client,
-)
+from safeship.deploy.targets.k8s_gateway import KubernetesGatewayTarget
+from safeship.deploy.targets.kubernetes import KubernetesTarget, api_client
 from safeship.errors import TargetError
 from safeship.probe import probe_http
 from safeship.testing import scaled, wait_until_async
@@ -175,6 +174,12 @@ def spec(image: str) -> RevisionSpec:
     return RevisionSpec(source=Path("."), app="faulty_agent:app", image=image)
 
 
+def revision_in(state: TargetState, revision_id: str) -> Revision:
+    found = state.revision(revision_id)
+    assert found is not None, f"no {revision_id} in {state}"
+    return found
+
+
 async def answers(url: str) -> bool:
     return (await probe_http(f"{url}/health/ready", timeout=2)).verdict.category.value == "ok"
 
@@ -276,7 +281,7 @@ def test_switch_back_moves_new_connections_to_the_previous_revision(tmp_path):
             await target.switch("r1")  # the rollback
             state = await target.state()
             assert state.serving == "r1"
-            assert state.revision("r1").traffic and state.revision("r2").traffic
+            assert revision_in(state, "r1").traffic and revision_in(state, "r2").traffic
             pods = {p.name for p in env.harness.pods.values() if p.deployment == "agent-r1"}
             listed = {
                 e["targetRef"]["name"]
@@ -302,7 +307,7 @@ def test_a_start_failure_is_data_with_the_startup_failed_line(tmp_path):
             assert failure is not None and failure.exit_code == 3 and failure.phase == "agents"
             assert any('"startup_failed"' in line for line in failure.log_tail)
             state = await target.state()
-            assert state.revision("r1").status is RevisionStatus.FAILED
+            assert revision_in(state, "r1").status is RevisionStatus.FAILED
             await target.stop("r1", drain_seconds=0)
             target.close()
 
@@ -371,7 +376,7 @@ def test_a_deploy_killed_mid_start_is_found_by_a_fresh_target_from_the_api(tmp_p
             state = await fresh.state()
             assert state.serving == "r1" and state.problems == ()
             assert {r.id for r in state.revisions} == {"r1", "r2"}
-            assert not state.revision("r2").traffic
+            assert not revision_in(state, "r2").traffic
             assert await answers(state.front_url or "")
             assert isinstance(fresh, Lifecycle)
             [said] = await fresh.recover()  # the killed process started r2: it is deleted

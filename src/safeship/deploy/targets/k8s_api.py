@@ -8,6 +8,7 @@ The client is synchronous; the target runs each request in a worker thread, so i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -115,6 +116,33 @@ class Api:
         if response.status >= 400:
             raise _error(response.status, method, path, data)
         return data
+
+    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
+        """:meth:`request` in a worker thread (its own timeout bounds it)."""
+        return await asyncio.to_thread(self.request, method, path, body, **kw)
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        """The object, or ``None`` when it does not exist."""
+        try:
+            return await self.call("GET", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete(self, path: str) -> None:
+        """Delete the object; one already gone is fine."""
+        try:
+            await self.call("DELETE", path)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def labelled(self, path: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The objects under ``path`` that carry every one of ``labels``."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        data = await self.call("GET", path, query={"labelSelector": selector})
+        return list(data.get("items") or [])
 
     def close(self) -> None:
         self.client.close()

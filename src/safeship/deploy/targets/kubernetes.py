@@ -30,7 +30,7 @@ from .k8s_api import Api, ApiError, api_client
 if TYPE_CHECKING:
     from ...config import KubernetesConfig, Manifest
 
-__all__ = ["ApiError", "KubernetesGatewayTarget", "KubernetesTarget", "api_client"]
+__all__ = ["ApiError", "KubernetesTarget", "api_client"]
 
 S = RevisionStatus
 _CORE, _APPS = "/api/v1", "/apis/apps/v1"
@@ -72,7 +72,11 @@ class KubernetesTarget:
     def from_manifest(cls, manifest: Manifest) -> KubernetesTarget:
         deploy = manifest.deploy
         settings = deploy.kubernetes
-        kind = KubernetesGatewayTarget if settings.gateway_route else KubernetesTarget
+        kind = KubernetesTarget
+        if settings.gateway_route:
+            from .k8s_gateway import KubernetesGatewayTarget
+
+            kind = KubernetesGatewayTarget
         return kind(
             settings,
             service=manifest.service.name,
@@ -95,28 +99,16 @@ class KubernetesTarget:
             self._api = None
 
     async def _call(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self.api.request, method, path, body, **kw)
+        return await self.api.call(method, path, body, **kw)
 
     async def _get(self, path: str) -> dict[str, Any] | None:
-        try:
-            return await self._call("GET", path)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self.api.get(path)
 
     async def _delete(self, path: str) -> None:
-        try:
-            await self._call("DELETE", path)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
+        await self.api.delete(path)
 
     async def _list(self, base: str, plural: str, **labels: str) -> list[dict[str, Any]]:
-        selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        path = f"{base}/namespaces/{self.namespace}/{plural}"
-        data = await self._call("GET", path, query={"labelSelector": selector})
-        return list(data.get("items") or [])
+        return await self.api.labelled(self._path(base, plural), labels)
 
     def _path(self, base: str, plural: str, name: str = "") -> str:
         return f"{base}/namespaces/{self.namespace}/{plural}" + (f"/{name}" if name else "")
@@ -458,41 +450,6 @@ class KubernetesTarget:
             traffic=m.ANNOTATION_TRAFFIC in annotations,
             failure=failure,
         )
-
-
-class KubernetesGatewayTarget(KubernetesTarget):
-    """Canary steps through a Gateway API HTTPRoute: the first rule's ``backendRefs`` carry
-    the weights between the revisions' own Services."""
-
-    no_split_reason = None
-
-    async def split(self, new: str, old: str, percent: int) -> None:
-        """Send ``percent`` % of new requests to ``new``; returns once the API holds the
-        weights (a Gateway applies them to new connections; open ones stay)."""
-        await self._route(new, old, percent)
-
-    async def _route(self, new: str, old: str | None, percent: int) -> None:
-        name = self.settings.gateway_route
-        path = self._path(_ROUTES, "httproutes", str(name))
-        route = await self._get(path)
-        if route is None:
-            raise TargetError(
-                f"the HTTPRoute {name} does not exist in namespace {self.namespace}",
-                hint="create it attached to your Gateway (docs/kubernetes.md), or remove "
-                "[deploy.kubernetes] gateway_route to switch whole",
-            )
-        rules = list((route.get("spec") or {}).get("rules") or [{}])
-        refs = m.backend_refs(self.workload("-"), new, old, percent)
-        rules[0] = {**rules[0], "backendRefs": refs}
-        await self._call(
-            "PATCH", path, {"spec": {"rules": rules}}, content_type="application/merge-patch+json"
-        )
-        written = (await self._call("GET", path)).get("spec", {}).get("rules", [{}])[0]
-        if written.get("backendRefs") != refs:
-            raise TargetError(
-                f"the HTTPRoute {name} does not hold the weights that were written",
-                hint=f"kubectl -n {self.namespace} get httproute {name} -o yaml",
-            )
 
 
 def _owner() -> str:
