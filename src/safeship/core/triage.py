@@ -85,6 +85,11 @@ class Facts:
     type_checking: bool = False
     guarded_import: bool = False
     """Inside the ``try`` body of a ``try``/``except ImportError``."""
+    compat_branch: bool = False
+    """In a branch of a feature check (``find_spec``, ``hasattr``, a version test) or an
+    ``except ImportError/AttributeError`` fallback: code for another version of a package."""
+    installed_member: bool = False
+    """The finding is a member missing from an installed third-party package."""
     main_guard: bool = False
     """Inside ``if __name__ == "__main__":``."""
     module_getattr: bool = False
@@ -241,6 +246,11 @@ def _never_fires(facts: Facts) -> str | None:
         return "inside `if TYPE_CHECKING:`: never runs"
     if facts.guarded_import:
         return "inside try/except ImportError: the failure is handled"
+    if facts.compat_branch and facts.installed_member:
+        return (
+            "a compatibility branch for another version of an installed package "
+            "(a feature check or an ImportError fallback)"
+        )
     if facts.main_guard:
         return 'inside `if __name__ == "__main__":`: runs only as a script'
     if facts.target_dynamic:

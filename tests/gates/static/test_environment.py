@@ -264,3 +264,41 @@ def test_fingerprints_are_unique_per_finding(tmp_path: Path) -> None:
     before = {f.fingerprint for f in result.findings}
     main.write_text("import os\n\n" + main.read_text())
     assert {f.fingerprint for f in _run(tmp_path, python=sys.prefix).findings} == before
+
+
+def test_compatibility_branches_for_installed_packages_are_noise(tmp_path: Path) -> None:
+    venv = _venv(tmp_path / "env")
+    site = next((venv / "lib").glob("python*/site-packages"))
+    _project(site, {"lib/__init__.py": "NEW = 1\n", "lib/block.py": "compress = 1\n"})
+    _project(
+        tmp_path / "proj",
+        {
+            "app/__init__.py": "",
+            "app/main.py": """\
+                import importlib.util
+
+                import lib
+
+                try:
+                    import lib.block
+
+                    compress = lib.block.compress
+                except ImportError:
+                    compress = lib.OLD_COMPRESS
+
+                if importlib.util.find_spec("lib.block"):
+                    from lib import NEW as value
+                else:
+                    from lib import OLD as value
+
+                BROKEN = lib.GONE
+                """,
+        },
+    )
+    result = _run(tmp_path / "proj", python=str(venv))
+    tiers = {f.symbol: f.tier for f in result.findings}
+    assert tiers == {
+        "OLD_COMPRESS": Tier.NOISE,
+        "OLD": Tier.NOISE,
+        "GONE": Tier.BREAKS_STARTUP,  # no feature check around it: a real error
+    }

@@ -43,6 +43,7 @@ class _State:
     evaluated_by: str | None = None
     type_checking: bool = False
     guarded_import: bool = False
+    compat_branch: bool = False
     main_guard: bool = False
     model_class: str | None = None
     """``pydantic`` or ``sqlalchemy`` in the body of a class whose field annotations that
@@ -183,6 +184,7 @@ class FileContext:
             else None,
             type_checking=s.type_checking,
             guarded_import=s.guarded_import,
+            compat_branch=s.compat_branch,
             main_guard=s.main_guard,
             module_getattr=self.module_getattr,
             globals_write=self.globals_write,
@@ -303,6 +305,11 @@ class FileContext:
         found = self._descend_list(node.body, pos, _with(s, guarded_import=guarded))
         if found is not None:
             return found
+        # The fallback of a failed import or attribute: another version's spelling.
+        fallback = [h for h in node.handlers if _catches_import_error(h.type, compat=True)]
+        found = self._descend_list(fallback, pos, _with(s, compat_branch=True))
+        if found is not None:
+            return found
         return self._descend_list([*node.handlers, *node.orelse, *node.finalbody], pos, s) or s
 
 
@@ -328,10 +335,26 @@ def _if_body_state(node: ast.If, s: _State) -> _State:
 
 
 def _if_handler(ctx: FileContext, node: ast.If, pos: Any, s: _State) -> _State:
+    if _is_feature_check(node.test):  # if find_spec("x") / hasattr(m, "y") / version tests
+        s = _with(s, compat_branch=True)
     found = ctx._descend_list([node.test], pos, s) or ctx._descend_list(
         node.body, pos, _if_body_state(node, s)
     )
     return found or ctx._descend_list(node.orelse, pos, s) or s
+
+
+_FEATURE_CHECKS = frozenset({"find_spec", "hasattr", "version", "parse_version", "Version"})
+
+
+def _is_feature_check(test: ast.expr) -> bool:
+    """A test of what the installed packages provide: ``find_spec``, ``hasattr``, or a
+    comparison with a ``__version__``/``version(...)``."""
+    for node in ast.walk(test):
+        if isinstance(node, ast.Call) and _call_name(node) in _FEATURE_CHECKS:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr in ("__version__", "VERSION"):
+            return True
+    return False
 
 
 _HANDLERS: dict[type, Any] = {
@@ -436,10 +459,12 @@ def _is_model_class(node: ast.ClassDef) -> str | None:
     return None
 
 
-def _catches_import_error(node: ast.expr | None) -> bool:
+def _catches_import_error(node: ast.expr | None, compat: bool = False) -> bool:
+    """``except ImportError`` (``compat``: also ``AttributeError``, a renamed member)."""
+    names = IMPORT_ERRORS | {"AttributeError"} if compat else IMPORT_ERRORS
     if isinstance(node, ast.Tuple):
-        return any(_catches_import_error(e) for e in node.elts)
-    return _call_name(node) in IMPORT_ERRORS if node is not None else False
+        return any(_catches_import_error(e, compat) for e in node.elts)
+    return _call_name(node) in names if node is not None else False
 
 
 def _is_all_target(node: ast.expr) -> bool:

@@ -173,6 +173,8 @@ class _Run:
                 ruff = futures["ruff"].result()
                 names = [d for d in ruff.diagnostics if d.rule != "TID251"]
                 findings = self._hinted(self._triage(names))
+                if self.startup is not None:
+                    _ = self.startup.reach  # walked while ty runs: its findings need it too
                 ty = late["ty"].result()
         runs = {"ruff": ruff, "ty": ty, "graph": graph}
         self.summary["engines"] = {name: run.as_dict() for name, run in runs.items()}
@@ -462,6 +464,8 @@ class _Run:
             facts = replace(facts, legacy_reference=True)
         elif diag.owner_kind in ("module", "import") and self._dynamic(diag.owner or ""):
             facts = replace(facts, target_dynamic=True)
+        if diag.owner_kind == "module" and not self._is_first_party(diag.owner):
+            facts = replace(facts, installed_member=True)
         kwargs: dict[str, Any] = {}
         graph = self.startup
         if graph is not None and reachable and not is_test:
