@@ -614,7 +614,14 @@ class _Run:
 
     def _definitions(self) -> dict[str, list[str]]:
         if self.index is None:
-            files = [p for p in (self.graph.files if self.graph else ()) if not is_test_path(p)]
+            # Only the project's own modules: a folder that shadows nothing (a migrations
+            # folder named like a distribution) is no place to import a name from.
+            files = [
+                p
+                for p in (self.graph.files if self.graph else ())
+                if not is_test_path(p)
+                and (self.modules.module_of(p) or "").split(".")[0] in self.first_party
+            ]
             self.index = definitions(files, self.modules, lambda p: _read(self.layout.root / p))
         return self.index
 
