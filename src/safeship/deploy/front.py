@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import procs
 from ..core.canary import WeightedChoice
 from ..errors import TargetError
-from .. import procs
 
 __all__ = ["Front", "control_path", "launch", "main", "request"]
 

@@ -44,7 +44,6 @@ SNAPSHOT_SKIP = frozenset(
 LOOPBACK = "127.0.0.1"
 PORT_ATTEMPTS = 3
 MARKER = "--- safeship:"
-S = RevisionStatus
 
 
 class LocalTarget:
@@ -112,7 +111,7 @@ class LocalTarget:
             return await self._run(spec, row)
         except asyncio.CancelledError:
             # Ctrl-C mid-start: leave no half-started process behind, then let it propagate.
-            await self._stop_process(self._require(row.id), 0.0, S.ABANDONED)
+            await self._stop_process(self._require(row.id), 0.0, RevisionStatus.ABANDONED)
             raise
 
     async def _run(self, spec: RevisionSpec, row: RevisionRow) -> Revision:
@@ -121,7 +120,9 @@ class LocalTarget:
         try:
             await asyncio.to_thread(_snapshot, spec.source.resolve(), snapshot, self.state_dir)
         except OSError as exc:
-            self.store.update_revision(row.id, status=S.FAILED, failure_error=f"snapshot: {exc}")
+            self.store.update_revision(
+                row.id, status=RevisionStatus.FAILED, failure_error=f"snapshot: {exc}"
+            )
             raise TargetError(
                 f"could not snapshot {spec.source} into {snapshot}: {exc}",
                 hint="check free disk space and permissions of the state directory",
@@ -140,14 +141,16 @@ class LocalTarget:
             outcome = await procs.wait_port(ref, LOOPBACK, port, self.start_timeout)
             if outcome != "exited":
                 # Listening, or still starting past the deadline: the caller's probes decide.
-                return self._revision(self.store.update_revision(row.id, status=S.RUNNING))
+                return self._revision(
+                    self.store.update_revision(row.id, status=RevisionStatus.RUNNING)
+                )
             lines = _since_marker(procs.tail(log, 60))
             if attempt < PORT_ATTEMPTS and any("address already in use" in x for x in lines):
                 continue  # another process took the port between our check and the bind
             failure = _failure(lines, procs.exit_code(ref.pid))
             failed = self.store.update_revision(
                 row.id,
-                status=S.FAILED,
+                status=RevisionStatus.FAILED,
                 exit_code=failure.exit_code,
                 failure_phase=failure.phase,
                 failure_error=failure.error,
@@ -160,7 +163,7 @@ class LocalTarget:
     async def switch(self, revision_id: str) -> None:
         """Point the front at the revision; returns once the front confirmed it."""
         row = self._require(revision_id)
-        if row.status != S.RUNNING or not self._alive(row):
+        if row.status != RevisionStatus.RUNNING or not self._alive(row):
             raise TargetError(
                 f"revision {revision_id} is not running (status {row.status}); "
                 "traffic was not moved",
@@ -184,7 +187,7 @@ class LocalTarget:
             raise TargetError(f"a split takes 1..99 percent, got {percent}; 100 is a switch")
         rows = [self._require(revision_id) for revision_id in (new, old)]
         for row in rows:
-            if row.status != S.RUNNING or not self._alive(row):
+            if row.status != RevisionStatus.RUNNING or not self._alive(row):
                 raise TargetError(
                     f"revision {row.id} is not running (status {row.status}); traffic was not "
                     "split",
@@ -238,7 +241,7 @@ class LocalTarget:
             )
         revisions = tuple(self._revision(r) for r in self.store.revisions())
         active = next((r for r in revisions if r.id == serving), None)
-        if active is not None and active.status != S.RUNNING:
+        if active is not None and active.status != RevisionStatus.RUNNING:
             problems.append(f"{active.id} is recorded as serving but is {active.status}")
         return TargetState(self.name, revisions, serving, self._front_url(front), tuple(problems))
 
@@ -257,7 +260,7 @@ class LocalTarget:
             status = await self._control(front, {"op": "status"})
             if (status.get("canary") or {}).get("port") == row.port:
                 await self._control(front, {"op": "switch", "port": status.get("backend")})
-        await self._stop_process(row, drain_seconds, S.STOPPED)
+        await self._stop_process(row, drain_seconds, RevisionStatus.STOPPED)
 
     # -- Lifecycle ------------------------------------------------------------------------
 
@@ -273,7 +276,7 @@ class LocalTarget:
         for row in self.store.revisions():
             orphan = row.traffic_at is None and row.id != active
             if row.status in LIVE_STATUSES and orphan and not self._owner_alive(row):
-                await self._stop_process(row, 0.0, S.ABANDONED)
+                await self._stop_process(row, 0.0, RevisionStatus.ABANDONED)
                 done.append(
                     f"{row.id}: started by pid {row.owner_pid}, which is gone, and never given "
                     "traffic; stopped and marked abandoned"
@@ -300,7 +303,7 @@ class LocalTarget:
             self.store.set_front(active=None, updated=time.time())
         for row in self.store.revisions():
             if row.status in LIVE_STATUSES:
-                await self._stop_process(row, drain_seconds, S.STOPPED)
+                await self._stop_process(row, drain_seconds, RevisionStatus.STOPPED)
                 done.append(f"stopped {row.id}")
         if front is not None and front.pid is not None and self._front_alive(front):
             ref = procs.ProcessRef(front.pid, front.pid_start)
@@ -379,7 +382,7 @@ class LocalTarget:
 
     async def _stop_process(self, row: RevisionRow, drain: float, final: RevisionStatus) -> None:
         if row.pid is not None and self._alive(row):
-            self.store.update_revision(row.id, status=S.DRAINING)
+            self.store.update_revision(row.id, status=RevisionStatus.DRAINING)
             ref = procs.ProcessRef(row.pid, row.pid_start)
             if not await procs.terminate(
                 ref, within=drain + self.stop_grace, grace=self.stop_grace
@@ -388,7 +391,9 @@ class LocalTarget:
                     f"revision {row.id} (pid {row.pid}) survived SIGKILL",
                     hint=f"inspect the process (ps -o stat -p {row.pid}); it is stuck in the kernel",
                 )
-        status = row.status if row.status in (S.FAILED, S.ABANDONED) else final
+        status = (
+            row.status if row.status in (RevisionStatus.FAILED, RevisionStatus.ABANDONED) else final
+        )
         code = procs.exit_code(row.pid) if row.pid is not None else None
         self.store.update_revision(
             row.id,
@@ -403,10 +408,14 @@ class LocalTarget:
         for row in self.store.revisions():
             if row.status not in LIVE_STATUSES or row.pid is None or self._alive(row):
                 continue
-            status = S.STOPPED if row.status == S.DRAINING else S.EXITED
+            status = (
+                RevisionStatus.STOPPED
+                if row.status == RevisionStatus.DRAINING
+                else RevisionStatus.EXITED
+            )
             code = procs.exit_code(row.pid)
             found = {}
-            if status == S.EXITED and row.log:
+            if status == RevisionStatus.EXITED and row.log:
                 # A service in background startup mode fails after binding: keep its reason.
                 event = _startup_event(_since_marker(procs.tail(Path(row.log))))
                 if event is not None:
@@ -431,7 +440,7 @@ class LocalTarget:
         return Revision(
             id=row.id,
             url=f"http://{LOOPBACK}:{row.port}" if row.port else "",
-            status=S(row.status),
+            status=RevisionStatus(row.status),
             created=row.created,
             traffic=row.traffic_at is not None,
             port=row.port,
@@ -442,7 +451,7 @@ class LocalTarget:
 
     def _port_of(self, revision_id: str | None) -> int | None:
         row = self.store.revision(revision_id) if revision_id else None
-        return row.port if row is not None and row.status == S.RUNNING else None
+        return row.port if row is not None and row.status == RevisionStatus.RUNNING else None
 
     # -- front ----------------------------------------------------------------------------
 
