@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safeship import procs
 from safeship.cli import main
 from safeship.config import load_manifest
-from safeship import procs
 from safeship.deploy.operations import down
 from safeship.testing import free_port, scaled, wait_until
 from safeship.tokens import mint
