@@ -171,7 +171,7 @@ def add_gate(name: str, run: GateRun, judge: Judge | None = None) -> None:
 
 add_gate(
     "imports",
-    _real_imports.run,
+    lambda ctx: _real_imports.run(ctx, APPS, CACHE),
     lambda result, mutation, real: _real_imports.judge(result, mutation, real, tier_at),
 )
 

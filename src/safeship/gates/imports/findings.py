@@ -87,7 +87,8 @@ def _relative_to(filename: str, bases: tuple[str, ...]) -> str | None:
     return None
 
 
-def _first_party(frames: Sequence[Frame], bases: Sequence[Path]) -> list[Frame]:
+def own_frames(frames: Sequence[Frame], bases: Sequence[Path]) -> list[Frame]:
+    """The frames in the project's tree, with paths relative to it, outermost first."""
     out = []
     for filename, line, func, source in frames:
         rel = _relative(filename, bases)
@@ -158,7 +159,7 @@ def outcomes_to_findings(
     for outcome in outcomes:
         if outcome.status == "ok":
             continue
-        own = _first_party(outcome.frames, bases)
+        own = own_frames(outcome.frames, bases)
         loc = own[-1][:2] if own else None
         message = normalise(outcome.message)
         key: tuple[object, ...] = (outcome.status, outcome.exc_type, message, loc)

@@ -29,7 +29,7 @@ from ..model import Finding, GateResult, GateStatus, Tier
 from ..runner import CheckContext, python_files, result_from_findings
 from . import trace
 from .deps import declared_distributions, distributions_of, normalise_name
-from .findings import ImportOutcome, outcomes_to_findings, tier_of
+from .findings import ImportOutcome, outcomes_to_findings, own_frames, tier_of
 from .plan import DEEP_LEVELS, ImportPlan, plan_imports, plan_spines
 from .pool import import_modules
 from .redaction import Redactor
@@ -470,6 +470,9 @@ def _dependency_findings(
         )
         first = next((o for o in members if o.phase == "startup"), members[0])
         path = files.get(first.module)
+        # Where the import of the missing module is: the last first-party frame.
+        own = own_frames(first.frames, [ctx.root.resolve()])
+        at = own[-1] if own else None
         findings.append(
             Finding(
                 gate="imports",
@@ -480,9 +483,14 @@ def _dependency_findings(
                     f"{declared_text}"
                 ),
                 tier=tier,
-                path=path.relative_to(ctx.root).as_posix()
+                path=at[0]
+                if at
+                else path.relative_to(ctx.root).as_posix()
                 if path and path.is_relative_to(ctx.root)
                 else None,
+                line=at[1] if at else None,
+                source_line=redact(at[3]) or None if at else None,
+                chain=tuple(f"{f}:{n} in {fn}" for f, n, fn, _ in own[-12:]),
                 hint=(
                     f"install the project's dependencies into {interpreter['python']}, or pass "
                     "--python with the environment that has them"
