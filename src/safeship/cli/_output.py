@@ -33,7 +33,9 @@ def make_console(*, stderr: bool = False, soft_wrap: bool = True) -> Console:
     """
     from rich.console import Console
 
-    return Console(file=_Redacting(stderr), highlight=False, soft_wrap=soft_wrap)
+    # _Redacting implements the part of a text file that Console uses (write, flush, isatty).
+    file: Any = _Redacting(stderr)
+    return Console(file=file, highlight=False, soft_wrap=soft_wrap)
 
 
 class _Redacting:

@@ -161,7 +161,13 @@ def extract_token(
         if len(values) != 1 or not values[0]:
             raise TokenError("bad_ticket", "the handshake needs exactly one non-empty ticket")
         return ExtractedToken(values[0], "ticket")
-    token = tickets.redeem(values[0], now=now) if len(values) == 1 and values[0] else None
+    redeem_now = getattr(tickets, "redeem", None)
+    if redeem_now is None:
+        raise TypeError(
+            "extract_token(redeem=True) needs an in-memory TicketStore; with a shared store, "
+            "pass redeem=False and redeem the ticket with redeem_async()"
+        )
+    token = redeem_now(values[0], now=now) if len(values) == 1 and values[0] else None
     if token is None:
         raise TokenError(
             "bad_ticket",
