@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ApiError", "KubernetesTarget", "api_client"]
 
-S = RevisionStatus
 _CORE, _APPS = "/api/v1", "/apis/apps/v1"
 _SLICES = "/apis/discovery.k8s.io/v1"
 _ROUTES = "/apis/gateway.networking.k8s.io/v1"
@@ -206,11 +205,11 @@ class KubernetesTarget:
                 )
             pods = await self._list(_CORE, "pods", app=self.service, revision=revision)
             status, failure = m.revision_status(deployment, pods)
-            if status is S.RUNNING:
+            if status is RevisionStatus.RUNNING:
                 url = self._url(name, await self._get(self._path(_CORE, "services", name)))
                 if url is not None:
                     return self._revision(deployment, status, None, url)
-            elif status is S.FAILED:
+            elif status is RevisionStatus.FAILED:
                 return self._revision(deployment, status, failure, "")
             if time.monotonic() >= deadline:
                 conditions = (deployment.get("status") or {}).get("conditions") or []
@@ -222,7 +221,7 @@ class KubernetesTarget:
                     + (f" ({said})" if said else ""),
                     hint=f"kubectl -n {self.namespace} describe deployment {name}",
                 )
-                return self._revision(deployment, S.FAILED, failure, "")
+                return self._revision(deployment, RevisionStatus.FAILED, failure, "")
             await asyncio.sleep(self.settings.poll_interval)
 
     async def switch(self, revision_id: str) -> None:
@@ -232,7 +231,7 @@ class KubernetesTarget:
         deployment = await self._get(self._path(_APPS, "deployments", name))
         pods = await self._list(_CORE, "pods", app=self.service, revision=revision_id)
         status = m.revision_status(deployment, pods)[0] if deployment else None
-        if deployment is None or status is not S.RUNNING:
+        if deployment is None or status is not RevisionStatus.RUNNING:
             raise TargetError(
                 f"revision {revision_id} is not running ({status or 'no deployment ' + name}); "
                 "traffic was not moved",
@@ -314,7 +313,7 @@ class KubernetesTarget:
                 f"the Service {self.service} selects {selected}, which has no Deployment: "
                 "nothing serves"
             )
-        elif serving is not None and ids[serving].status is not S.RUNNING:
+        elif serving is not None and ids[serving].status is not RevisionStatus.RUNNING:
             problems.append(f"{serving} is serving but is {ids[serving].status}")
         return TargetState(
             self.name, tuple(revisions), serving, self._front_url(stable), tuple(problems)
