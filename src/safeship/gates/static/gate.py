@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BASELINE", "StaticGate"]
 
 DEFAULT_BASELINE = "safeship-baseline.json"
+SMALL_TREE = 100
+"""Below this many files ty checks the whole tree at once instead of waiting for the graph."""
 TIER_ORDER = (
     Tier.BREAKS_STARTUP,
     Tier.BREAKS_ON_CALL,
@@ -160,22 +162,24 @@ class _Run:
         self.summary: dict[str, Any] = {"dropped": self.dropped, "python": project.as_dict()}
 
     def execute(self, specs: list[EngineSpec], timeout: float) -> GateResult:
-        first = [s for s in specs if s.name != "ty"]
+        # On a large tree ty spends its time only on what the entries reach: it starts as
+        # soon as the import graph says what that is. On a small one, waiting for the graph
+        # would cost more than it saves: all three start at once.
+        narrow = not self._small_tree()
+        first = [s for s in specs if s.name != "ty"] if narrow else specs
         ty_spec = next(s for s in specs if s.name == "ty")
         with engines.started_engines(first, self.layout.root, timeout) as futures:
             graph = futures["graph"].result()
             self._reachability(graph)
-            # ty spends its time only on what the entries reach (when that is known); it
-            # starts as soon as the graph says what that is, and ruff's findings are triaged
-            # while it runs.
-            ty_spec = self._narrowed(ty_spec)
-            with engines.started_engines([ty_spec], self.layout.root, timeout) as late:
+            late_specs = [self._narrowed(ty_spec)] if narrow else []
+            with engines.started_engines(late_specs, self.layout.root, timeout) as late:
+                # ruff's findings are triaged, and the startup walked, while ty runs.
                 ruff = futures["ruff"].result()
                 names = [d for d in ruff.diagnostics if d.rule != "TID251"]
                 findings = self._hinted(self._triage(names))
                 if self.startup is not None:
-                    _ = self.startup.reach  # walked while ty runs: its findings need it too
-                ty = late["ty"].result()
+                    _ = self.startup.reach
+                ty = (late if narrow else futures)["ty"].result()
         runs = {"ruff": ruff, "ty": ty, "graph": graph}
         self.summary["engines"] = {name: run.as_dict() for name, run in runs.items()}
         self.errors = [run.error for run in runs.values() if run.error] + self.errors
@@ -225,6 +229,19 @@ class _Run:
             _entry_attrs(self.ctx),
             lambda p: _read(self.layout.root / p),
         )
+
+    def _small_tree(self) -> bool:
+        """Fewer than ``SMALL_TREE`` Python files to check (counted until there are)."""
+        from ..runner import iter_python_files
+
+        count = 0
+        root = self.layout.root
+        for target in self.layout.targets:
+            for _ in iter_python_files(root / target, root=root, exclude=self.layout.exclude):
+                count += 1
+                if count >= SMALL_TREE:
+                    return False
+        return True
 
     def _narrowed(self, spec: EngineSpec) -> EngineSpec:
         """ty's command on the reachable first-party files only, when reachability is known."""
