@@ -517,6 +517,17 @@ def _function_uses(
     first = min([func.lineno, *(d.lineno for d in func.decorator_list)])
     keys = {(str(path), func.lineno), (str(path), first)}
     body = [n for stmt in func.body for n in loads(stmt) if not _in_nested_def(func, n)]
+    # A route defined by code this configuration does not run (``if settings.SCOPES:``) is
+    # never registered: that is the conditional case.
+    registered = bool(
+        {(str(path), func.lineno), *((str(path), d.lineno) for d in func.decorator_list)}
+        & baseline.lines
+    )
+    if route and not registered:
+        for arg in [*func.args.args, *func.args.kwonlyargs]:
+            for name in loads(arg.annotation):
+                yield "conditional", name
+        return
     if route:
         for arg in [*func.args.args, *func.args.kwonlyargs]:
             for name in loads(arg.annotation):
