@@ -189,3 +189,46 @@ def test_a_startup_that_hangs_is_reported_and_the_rest_still_checked(tmp_path: P
         "time.sleep(600)",
     )
     assert "other is broken" in by_symbol["app.other"].message
+
+
+def test_an_app_that_starts_a_thread_at_import_is_still_the_start_of_lazy_modules(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/main.py": (
+                "import threading\n\nfrom app import state\n\nstate.STARTED = True\n"
+                "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+                "app = object()\n"
+            ),
+            "app/state.py": "STARTED = False\n",
+            "app/lazy.py": "from app import state\n\nassert state.STARTED\n",
+        },
+    )
+    result = ImportsGate().run(context(tmp_path))
+    assert result.status is GateStatus.PASSED and not result.findings
+    assert result.summary["startup"]["threads"] == 1
+    assert any("started 1 thread(s)" in note for note in result.summary["notes"])
+
+
+def test_a_startup_that_kills_the_interpreter_leaves_the_rest_to_fresh_interpreters(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/main.py": "import os\n\nos._exit(3)\n",
+            "app/fine.py": "X = 1\n",
+            "app/bad.py": "raise LookupError('bad on its own')\n",
+        },
+    )
+    result = ImportsGate().run(context(tmp_path))
+    by_symbol = {f.symbol: f for f in result.findings}
+    assert by_symbol["app.main"].rule == "import-crashed"
+    assert by_symbol["app.main"].tier is Tier.BREAKS_STARTUP
+    assert "exited with code 3" in by_symbol["app.main"].message
+    assert "bad on its own" in by_symbol["app.bad"].message
+    assert result.summary["ok"] == 2  # app and app.fine
