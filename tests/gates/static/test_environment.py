@@ -302,3 +302,15 @@ def test_compatibility_branches_for_installed_packages_are_noise(tmp_path: Path)
         "OLD": Tier.NOISE,
         "GONE": Tier.BREAKS_STARTUP,  # no feature check around it: a real error
     }
+
+
+def test_a_private_standard_library_name_is_not_an_environment_problem(tmp_path: Path) -> None:
+    _project(
+        tmp_path / "proj",
+        {
+            "app/__init__.py": "",
+            "app/main.py": "import threading\n\nthreading._register_atexit(print)\n",
+        },
+    )
+    result = _run(tmp_path / "proj", python=str(_venv(tmp_path / "env")))
+    assert [f for f in result.findings if f.tier is not Tier.NOISE] == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -319,6 +320,9 @@ class _Run:
                 self.dropped["merged_namespace"] = self.dropped.get("merged_namespace", 0) + 1
             elif diag.owner_kind in ("module", "import") and self._is_first_party(diag.owner):
                 kept.append(diag)
+            elif diag.owner and diag.owner.split(".")[0] in sys.stdlib_module_names:
+                # The standard library: typeshed's stubs, not the code, lack a private name.
+                self.dropped["third_party"] += 1
             elif (
                 diag.owner_kind in ("module", "import")
                 and diag.owner
