@@ -72,7 +72,10 @@ class StartupGraph:
                 self.units[module] = ModuleUnits(module, edges={module: []})
             else:
                 is_package = path.endswith("__init__.py") or path.endswith("__init__.pyi")
-                self.units[module] = read_units(module, is_package, tree, text.splitlines())
+                try:
+                    self.units[module] = read_units(module, is_package, tree, text.splitlines())
+                except RecursionError:  # absurdly nested code: its body only, no edges
+                    self.units[module] = ModuleUnits(module, edges={module: []})
         return self.units[module]
 
     def owner(self, name: str) -> str | None:
