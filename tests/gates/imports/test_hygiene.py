@@ -294,3 +294,21 @@ def test_without_an_entry_every_module_starts_fresh_and_every_failure_blocks(
     result = ImportsGate().run(ctx)
     assert result.summary["mode"] == "fresh"
     assert [(f.tier, f.blocking) for f in result.findings] == [(Tier.ERROR, True)]
+
+
+def test_values_that_are_not_secret_stay_readable(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/main.py": (
+                "import os\nraise LookupError(f\"no route for {os.environ['SAFESHIP_ENV']} in \"\n"
+                "    f\"{os.environ['REGION']} with {os.environ['API_KEY']}\")\n"
+            ),
+        },
+    )
+    toml = '[service]\napp = "app.main:app"\n\n[environments.development]\nenv = { REGION = "europe-west1" }\n'
+    result = run(tmp_path, toml, API_KEY="k-0123456789abcdef")
+    [finding] = result.findings
+    # The environment's name and the manifest's own values are public; the caller's are not.
+    assert "no route for development in europe-west1 with [redacted:$API_KEY]" in finding.message

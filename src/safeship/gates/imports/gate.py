@@ -181,6 +181,14 @@ def _declared_secret_values(ctx: CheckContext) -> dict[str, str]:
     return values
 
 
+# Variables every process has, which hold no secret, and whose values (an environment's
+# name, a path, a host name) would only make messages unreadable if redacted.
+_PUBLIC_VARIABLES = frozenset(
+    {"SAFESHIP_ENV", "PATH", "HOME", "PWD", "OLDPWD", "SHELL", "USER", "LOGNAME", "LANG",
+     "TERM", "HOSTNAME", "TZ", "TMPDIR", "VIRTUAL_ENV", "SHLVL", "_"}
+)  # fmt: skip
+
+
 def _redactor(ctx: CheckContext) -> Redactor:
     redact: Callable[[str], str] | None
     try:
@@ -191,7 +199,18 @@ def _redactor(ctx: CheckContext) -> Redactor:
         secrets = _declared_secret_values(ctx)
     except Exception:  # a broken consumer is the secrets gate's to report
         secrets = {name: value for name, value in ctx.environ.items() if "SECRET" in name}
-    return Redactor(secrets, ctx.environ, redact)
+    try:
+        public = dict(ctx.manifest.environment(ctx.env).env)  # committed in the manifest
+    except Exception:
+        public = {}
+    environ = {
+        name: value
+        for name, value in ctx.environ.items()
+        if name not in _PUBLIC_VARIABLES
+        and not name.startswith(("LC_", "PYTHON", "XDG_"))
+        and public.get(name) != value
+    }
+    return Redactor(secrets, environ, redact)
 
 
 class ImportsGate:
