@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -152,6 +154,16 @@ def _cache_dir(environ: Mapping[str, str]) -> Path:
     """Bytecode caches of the checked code, kept between runs, outside the project."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(environ.get("SAFESHIP_CACHE_DIR") or os.path.join(base, "safeship")) / "pycache"
+
+
+def _forget_temporary_caches(cache_dir: Path, trees: Sequence[Path]) -> None:
+    """Drop the bytecode caches of trees in the temporary directory (tests, scratch copies):
+    kept, they would only pile up; the caches of the libraries stay."""
+    temporary = Path(tempfile.gettempdir()).resolve()
+    for tree in trees:
+        tree = tree.resolve()
+        if tree.is_relative_to(temporary):
+            shutil.rmtree(cache_dir / tree.relative_to(tree.anchor), ignore_errors=True)
 
 
 def _declared_secret_values(ctx: CheckContext) -> dict[str, str]:
@@ -330,6 +342,7 @@ class ImportsGate:
                 error=f"cannot start the import worker ({python}): {exc}",
             )
         changes = trace.diff(before, trace.snapshot(ctx.root), ctx.root)
+        _forget_temporary_caches(_cache_dir(ctx.environ), [ctx.root, import_root])
         elapsed = time.perf_counter() - started
         startup = facts.get("startup")
         outcomes = list(outcomes)
