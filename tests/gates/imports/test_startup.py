@@ -232,3 +232,13 @@ def test_a_startup_that_kills_the_interpreter_leaves_the_rest_to_fresh_interpret
     assert "exited with code 3" in by_symbol["app.main"].message
     assert "bad on its own" in by_symbol["app.bad"].message
     assert result.summary["ok"] == 2  # app and app.fine
+
+
+def test_an_interpreter_that_cannot_run_the_worker_is_a_gate_error(tmp_path: Path) -> None:
+    write(tmp_path, {"app/__init__.py": "", "app/main.py": "app = object()\n"})
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'not a Python' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    result = ImportsGate(python=str(fake)).run(context(tmp_path))
+    assert result.status is GateStatus.ERROR
+    assert "does not run in" in (result.error or "") and "3.9 or later" in (result.error or "")

@@ -296,6 +296,14 @@ class ImportsGate:
         first_party = {name.split(".")[0] for name in files} | _top_level_names(import_root)
         entries = [] if strict else _entry_modules(ctx.entries, ctx.root, import_root)
         python, flags, source = self._interpreter(ctx)
+        version = ctx.project_env.interpreter_version if ctx.project_env else None
+        if version is not None and version < (3, 9) and not self.python:
+            return GateResult(
+                gate=self.name,
+                status=GateStatus.ERROR,
+                error=f"the project's interpreter {python} is Python "
+                f"{version[0]}.{version[1]}: the imports gate needs 3.9 or later",
+            )
         redact = _redactor(ctx)
         started = time.perf_counter()
         texts = {path: text for path in files.values() if (text := _read(path)) is not None}
@@ -340,6 +348,14 @@ class ImportsGate:
                 gate=self.name,
                 status=GateStatus.ERROR,
                 error=f"cannot start the import worker ({python}): {exc}",
+            )
+        if not facts["interpreter"]:  # no worker ever got ready: nothing was imported
+            return GateResult(
+                gate=self.name,
+                status=GateStatus.ERROR,
+                error=f"the import worker does not run in {python}: it needs Python 3.9 or "
+                "later, with its standard library; pass --python with the project's "
+                "interpreter",
             )
         changes = trace.diff(before, trace.snapshot(ctx.root), ctx.root)
         _forget_temporary_caches(_cache_dir(ctx.environ), [ctx.root, import_root])
