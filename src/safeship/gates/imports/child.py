@@ -265,9 +265,11 @@ def run(task):
         os._exit(70)
 
 
-def child(sock, module, keep, scope):
+def child(sock, module, keep, scope, then=None):
     """Import ``module`` and report; then exit, or serve as a zygote and return the task of
-    the next child it forks (to ``run``, in that child)."""
+    the next child it forks (to ``run``, in that child). ``then``: ``(socket, module,
+    keep)`` of a child to fork at once if this process is kept, without waiting for the
+    root to ask (the next link of a chain)."""
     os.setsid()  # own process group: a hang is killed with everything it started
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -283,7 +285,7 @@ def child(sock, module, keep, scope):
         return _startup(sock, module["entries"], scope, module.get("more", ()))
     if module in sys.modules:  # the zygote's dependency imported it: not a fresh import
         send(sock, {"status": "present"})
-        os._exit(0)
+        os._exit(0)  # ``then``'s socket closes with it: the root starts that module again
     threads = threading.active_count()
     result = _import(module, scope)
     faulthandler.unregister(signal.SIGUSR1)
@@ -299,7 +301,15 @@ def child(sock, module, keep, scope):
     global LOADED
     LOADED = frozenset(sys.modules)
     gc.freeze()  # what the import built is shared by every child: keep the collector off it
-    return _zygote(sock, scope)
+    first = None
+    if then is not None:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the new child
+            sock.close()
+            return (*then, scope)
+        then[0].close()
+        first = pid
+    return _zygote(sock, scope, first)
 
 
 class _Failed:
@@ -423,11 +433,12 @@ def _startup(sock, entries, scope, more=()):
     return _zygote(sock, scope)
 
 
-def _zygote(sock, scope):
+def _zygote(sock, scope, first=None):
     """Fork children on the root's request. Reports each child's exit status when it has
-    reaped it (the root needs it when a child dies without reporting)."""
+    reaped it (the root needs it when a child dies without reporting). ``first``: a child
+    already forked."""
     global LOADED
-    children: set[int] = set()
+    children: set[int] = {first} if first else set()
     while True:
         if children:
             for pid, status in reap(children).items():
@@ -436,19 +447,23 @@ def _zygote(sock, scope):
         if not ready:
             continue
         try:
-            data, fds, _, _ = socket.recv_fds(sock, MSG, 1)
+            data, fds, _, _ = socket.recv_fds(sock, MSG, 2)
         except OSError:
             data, fds = b"", []
         if not data:
             break
         command = json.loads(data)
         if "fork" in command and fds:
-            child_sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fds[0])
+            socks = [socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fd) for fd in fds]
+            then = None
+            if command.get("next") and len(socks) > 1:
+                then = (socks[1], command["next"][0], bool(command["next"][1]))
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the new child
                 sock.close()
-                return (child_sock, command["fork"], command.get("keep", False), scope)
-            child_sock.close()
+                return (socks[0], command["fork"], command.get("keep", False), scope, then)
+            for each in socks:
+                each.close()
             children.add(pid)
         elif "preload" in command:
             # What other imports needed from outside the project, so the next children

@@ -399,6 +399,11 @@ class ImportsGate:
             "interpreter": interpreter,
             "modules": len(files),
             **counts,
+            # Modules imported by the startup, into a copy of the started app, or fresh.
+            "phases": {
+                phase: sum(o.phase == phase for o in outcomes if o.module in files)
+                for phase in ("startup", "lazy", "fresh")
+            },
             "jobs": facts["jobs"],
             "reused": sum(1 for spine in plan.spines.values() if spine),
             "preloaded": len(facts["preloaded"]),

@@ -79,6 +79,10 @@ class _Run:
         self.entry = None  # the startup run: the module it is importing
         self.loaded = []  # the startup run: first-party modules the startup imported
         self.failed = {}  # the startup run: module -> the failure that took it down
+        # A module whose process, once it has imported and kept itself, forks this run's
+        # child itself, without waiting for the root (see ``_Root._start``).
+        self.next = None
+        self.counted = True  # whether it counts among the imports in flight
         # While a zygote: modules that will still start from it (waiting or importing).
         # It exits when none is left.
         self.refs = 0
@@ -145,15 +149,18 @@ class _Root:
         if base is not None and self.zygotes.get(base.module) is not base:
             base, hops = None, 0  # it exited (or died) meanwhile
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        keep = module == STARTUP or (
-            bool(self.waiting.get(module)) and len(self.zygotes) < _MAX_ZYGOTES
-        )
+        keep = self._keeps(module)
         # The startup imports the whole app: it gets the time of a few modules.
         timeout = self.timeout * (STARTUP_TIMEOUTS if module == STARTUP else 1)
         run = _Run(module, ours, base, hops, time.monotonic() + timeout)
         payload = module
         if module == STARTUP:
             payload = {"entries": self.entries, "more": self.more, "tree": self.tree}
+        # Along a chain, the heaviest module waiting for this one is forked by this one's
+        # process as soon as it has imported: no round trip through the root per link.
+        nxt = self._chain(run) if keep and module != STARTUP else None
+        fds = [theirs.fileno()] + ([nxt[1].fileno()] if nxt else [])
+        follow = [nxt[0].module, nxt[2]] if nxt else None
         if base is None:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
@@ -163,21 +170,77 @@ class _Root:
                     for other in self.runs.values():
                         other.sock.close()
                 finally:
-                    raise _Forked((theirs, payload, keep, self.scope))
+                    then = (nxt[1], nxt[0].module, nxt[2]) if nxt else None
+                    raise _Forked((theirs, payload, keep, self.scope, then))
             run.pid = pid
         else:
-            command = json.dumps({"fork": module, "keep": keep}).encode()
+            command = json.dumps({"fork": module, "keep": keep, "next": follow}).encode()
             try:
-                socket.send_fds(base.sock, [command], [theirs.fileno()])
+                socket.send_fds(base.sock, [command], fds)
             except OSError:  # the zygote is gone: start again without it
                 theirs.close()
                 ours.close()
+                if nxt:
+                    nxt[1].close()
+                    self._cancel_next(run)
                 self._zygote_died(base)
                 self._push(module, None, 0)
                 return
         theirs.close()
+        if nxt:
+            nxt[1].close()
         self.runs[ours.fileno()] = run
         self.importing += 1
+
+    def _keeps(self, module):
+        return module == STARTUP or (
+            bool(self.waiting.get(module)) and len(self.zygotes) < _MAX_ZYGOTES
+        )
+
+    def _chain(self, run):
+        """Register the heaviest module waiting for ``run``'s as its process's next child:
+        ``(its run, the socket end for its process, whether it keeps)``."""
+        waiting = self.waiting.get(run.module)
+        if not waiting:
+            return None
+        module = max(waiting, key=lambda name: self.weight[name])
+        waiting.remove(module)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Its deadline runs from when it really starts: ``run``'s outcome.
+        follower = _Run(module, ours, run, 1, run.deadline + self.timeout)
+        follower.counted = False
+        run.refs += 1
+        run.next = follower
+        self.runs[ours.fileno()] = follower
+        return follower, theirs, self._keeps(module)
+
+    def _prefetch(self, run):
+        """While ``run`` imports, ask its process for its own next child already: it finds
+        the request once it has imported and kept itself, so a chain runs without waiting
+        for the root between links."""
+        if run.next is not None or not self._keeps(run.module):
+            return
+        nxt = self._chain(run)
+        if nxt is None:
+            return
+        follower, theirs, keep = nxt
+        command = json.dumps({"fork": follower.module, "keep": keep}).encode()
+        try:
+            socket.send_fds(run.sock, [command], [theirs.fileno()])
+        except OSError:
+            self._cancel_next(run)
+        finally:
+            theirs.close()
+
+    def _cancel_next(self, run):
+        """``run``'s process will not fork its next child (it did not keep itself): that
+        module waits for ``run``'s outcome again, like the others."""
+        follower, run.next = run.next, None
+        if follower is None or follower.pid is not None:
+            return
+        self._close(follower)
+        run.refs -= 1
+        self.waiting.setdefault(run.module, []).append(follower.module)
 
     def _release(self, zygote):
         """One module fewer will start from ``zygote``: it exits when none is left."""
@@ -257,12 +320,16 @@ class _Root:
         self._schedule(done)
 
     def _finish(self, run, result):
-        self.importing -= 1
+        if run.counted:
+            self.importing -= 1
+        run.counted = False
         if run.module == STARTUP:
             if not result.get("zygote"):
                 self._close(run)
             self._started(run, result)
             return
+        if result.get("status") == "present":
+            self._cancel_next(run)
         if result.get("status") == "present" and run.base is not None and run.base is self.app:
             # The started app holds it already (imported under the radar of ``loaded``).
             self._close(run)
@@ -278,7 +345,15 @@ class _Root:
         kept = bool(result.pop("zygote", False))
         if kept:
             self.zygotes[run.module] = run
+            follower = run.next
+            if follower is not None and follower.result is None and follower.died is None:
+                # Its process forks the follower now: it is in flight from here on.
+                follower.counted = True
+                follower.deadline = time.monotonic() + self.timeout
+                self.importing += 1
+                self._prefetch(follower)
         else:
+            self._cancel_next(run)
             self._close(run)
         self._place_waiting(run, kept)
         self._release(run.base)
@@ -300,6 +375,7 @@ class _Root:
             # It closed its socket but did not exit: stop it, like a hung import.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(run.pid, signal.SIGKILL)
+        self._cancel_next(run)
         self._close(run)
         self._place_waiting(run, False)
         self._release(run.base)
@@ -323,7 +399,10 @@ class _Root:
             except (ProcessLookupError, PermissionError):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(run.pid, signal.SIGKILL)
-        self.importing -= 1
+        if run.counted:
+            self.importing -= 1
+        run.counted = False
+        self._cancel_next(run)
         self._close(run)
         self._place_waiting(run, False)
         self._release(run.base)
@@ -337,12 +416,18 @@ class _Root:
             elif run.result is not None:
                 self._close(run)  # a retired zygote has exited
             elif run.pid is None:  # its zygote exited before forking it: start it again
-                self.importing -= 1
+                if run.counted:
+                    self.importing -= 1
+                run.counted = False
+                if run.base is not None and run.base.next is run:
+                    run.base.next = None
                 self._close(run)
                 self._release(run.base)
                 self._push(run.module, None, 0)
             elif run.died is None:
-                self.importing -= 1
+                if run.counted:
+                    self.importing -= 1
+                run.counted = False
                 run.died = time.monotonic()
                 self._died(run)
             return
