@@ -60,10 +60,12 @@ print(json.dumps({"errors": errors}))
 
 
 def run(ctx: CheckContext, apps: Sequence[Any], cache: Path) -> GateResult:
-    """The gate as ``real_projects`` runs every gate; with the packages an app imports without
-    declaring them (its ``repair``), as its real starts get them, once they are installed."""
+    """The gate as ``real_projects`` runs every gate. On a mutant, with the packages the app
+    imports without declaring them (its ``repair``), as the mutant's real start gets them;
+    on the release itself, without (its real start fails on them, and so must the gate)."""
     entry = ctx.entries[0] if ctx.entries else ""
-    for app in apps:
+    mutant = "safeship-mutant-" in str(ctx.root)  # real_projects.mutate's scratch trees
+    for app in apps if mutant else ():
         repair = cache / f"{app.name}-{app.version}" / "repair"
         if app.entry.split(":")[0] == entry and (repair / ".installed").exists():
             ctx.environ["PYTHONPATH"] = str(repair)

@@ -16,7 +16,7 @@ import json
 import re
 import subprocess
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
@@ -54,12 +54,20 @@ def normalise_name(name: str) -> str:
 
 
 def distributions_of(
-    modules: Iterable[str], python: str | None = None, flags: Sequence[str] = ()
+    modules: Iterable[str],
+    python: str | None = None,
+    flags: Sequence[str] = (),
+    known: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, str]:
-    """Top-level module name -> distribution name, for each of ``modules`` (dotted names)."""
+    """Top-level module name -> distribution name, for each of ``modules`` (dotted names).
+
+    ``known``: what the project's interpreter already told (the import worker asks it at
+    the end of its run); without it, ``python`` is asked."""
     tops = sorted({m.split(".")[0] for m in modules if m})
     found: dict[str, str] = {}
-    if python and tops:
+    if known is not None:
+        found.update({k: v[0] for k, v in known.items() if k in tops and v})
+    elif python and tops:
         try:
             done = subprocess.run(
                 [python, *flags, "-c", _PROBE, json.dumps(tops)],

@@ -376,7 +376,15 @@ class ImportsGate:
         judged_strict = strict or not entries
         deps, rest = _split_missing(outcomes, first_party)
         findings = _dependency_findings(
-            deps, files, ctx, judged_strict, python, flags, interpreter, redact
+            deps,
+            files,
+            ctx,
+            judged_strict,
+            python,
+            flags,
+            interpreter,
+            redact,
+            facts.get("distributions") if facts["interpreter"] else None,
         )
         findings += outcomes_to_findings(
             rest,
@@ -489,11 +497,12 @@ def _dependency_findings(
     flags: Sequence[str],
     interpreter: Mapping[str, Any],
     redact: Redactor,
+    known: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Finding]:
     """One finding per missing distribution, with the modules that need it."""
     if not outcomes:
         return []
-    dists = distributions_of([o.missing or "" for o in outcomes], python, flags)
+    dists = distributions_of([o.missing or "" for o in outcomes], python, flags, known)
     declared = declared_distributions(ctx.root)
     groups: dict[str, list[ImportOutcome]] = {}
     for outcome in outcomes:

@@ -60,6 +60,7 @@ class _Settings:
     executed: int = 0
     interpreter: dict[str, Any] = field(default_factory=dict)
     startup: dict[str, Any] | None = None
+    distributions: dict[str, list[str]] = field(default_factory=dict)
 
 
 class _Worker:
@@ -221,6 +222,8 @@ def _run_worker(
             if line is None:
                 return preloaded, None, True
             if line.get("done"):
+                if isinstance(line.get("distributions"), dict):
+                    settings.distributions.update(line["distributions"])
                 return preloaded, line.get("taint"), False
             module = line.get("module")
             if line.get("entries") is not None:
@@ -350,6 +353,7 @@ def import_modules(
         "executed": settings.executed,
         "interpreter": settings.interpreter,
         "startup": settings.startup,
+        "distributions": settings.distributions,
         "sandbox": str(sandbox),
     }
     return [out[m] for m in order], facts

@@ -119,6 +119,7 @@ class _Root:
         self.importing = 0
         self.statuses = {}  # pid -> exit status, from our own reaping or a zygote's report
         self.taint = None
+        self.missing = set()  # top-level names of the modules found missing
 
     # --- scheduling
     def _schedule(self, done):
@@ -283,6 +284,8 @@ class _Root:
             self._started(run, result)
             return
         result["module"] = run.module
+        if result.get("missing"):
+            self.missing.add(str(result["missing"]).split(".")[0])
         learned = result.pop("learn", [])
         self.channel.write(json.dumps(result) + "\n")
         self.left.discard(run.module)
@@ -310,6 +313,8 @@ class _Root:
             self.channel.write(json.dumps({"module": module, "status": "ok", "startup": True}))
             self.channel.write("\n")
         for module, failure in run.failed.items():
+            if failure.get("missing"):
+                self.missing.add(str(failure["missing"]).split(".")[0])
             if module in self.left and module not in done:
                 done.add(module)
                 line = {**failure, "module": module, "startup": True}
@@ -521,7 +526,22 @@ class _Root:
                 if run.result is None and run.died is None and run.sock.fileno() in self.runs:
                     self._hung(run)
         self._stop()
-        self.channel.write(json.dumps({"done": True, "taint": self.taint}) + "\n")
+        done = {"done": True, "taint": self.taint, "distributions": self._distributions()}
+        self.channel.write(json.dumps(done) + "\n")
+
+    def _distributions(self):
+        """The distributions of the missing modules' top-level names, as this interpreter's
+        installed metadata tells them (a distribution may be installed with a module
+        missing): ``{top: [distribution, ...]}``."""
+        if not self.missing:
+            return {}
+        try:
+            from importlib.metadata import packages_distributions
+
+            found = packages_distributions()
+        except Exception:  # before 3.10, or broken metadata: the parent guesses
+            return {}
+        return {top: found[top] for top in self.missing if top in found}
 
     def _stop(self):
         """Retire every zygote, stop the children still importing (only after a taint:
