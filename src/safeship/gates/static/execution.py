@@ -187,7 +187,7 @@ class _LazyEdges(Mapping[str, list[Edge]]):
     def _find(self, name: str) -> list[Edge] | None:
         module = self.graph.owner(name)
         units = self.graph.load(module) if module else None
-        return units.edges.get(name) if units else None
+        return units.edges_of(name) if units else None
 
     def __getitem__(self, name: str) -> list[Edge]:
         found = self._find(name)

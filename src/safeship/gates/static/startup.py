@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...core.triage import Edge
 
@@ -56,14 +57,26 @@ class ModuleUnits:
     """Function units that run on attribute access (``@property``, ``@cached_property``)."""
     spans: list[tuple[int, int, str]] = field(default_factory=list)
     """(first line, last line, function unit) of each function body, outermost first."""
+    pending: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Function bodies not read yet: a body is read when the walk reaches its function (or
+    a finding sits in it), so the many functions that never run at startup cost nothing."""
+
+    def edges_of(self, unit: str) -> list[Edge] | None:
+        """The edges of ``unit``, reading its body first if needed; None when unknown."""
+        if unit in self.pending:
+            self.pending.pop(unit)()
+        return self.edges.get(unit)
 
     def function_at(self, line: int) -> str | None:
         """The innermost function whose body holds ``line``."""
-        found = None
-        for start, end, unit in self.spans:
-            if start <= line <= end:
-                found = unit
-        return found
+        while True:
+            found = None
+            for start, end, unit in self.spans:
+                if start <= line <= end:
+                    found = unit
+            if found is None or found not in self.pending:
+                return found
+            self.pending.pop(found)()  # its nested functions become known
 
 
 def read_units(module: str, is_package: bool, tree: ast.Module, lines: list[str]) -> ModuleUnits:
@@ -183,6 +196,11 @@ class _Reader:
             self.out.properties.add(unit)
         end = node.end_lineno or node.lineno
         self.out.spans.append((node.body[0].lineno if node.body else node.lineno, end, unit))
+        self.out.pending[unit] = lambda: self._function_body(node, scope, unit)
+
+    def _function_body(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef, scope: _Scope, unit: str
+    ) -> None:
         names = dict(scope.names)
         self._bind_all(node.body, unit, names, top=False)
         for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
