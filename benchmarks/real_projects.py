@@ -665,6 +665,8 @@ def evaluate(app: App, mutations: int, seed: int, out: Report) -> dict[str, Any]
     if not pristine.ok:
         out.say("   mutations skipped: the unmodified app does not start here")
         return figures
+    if mutations == 0:
+        return figures
     chosen, conditional = find_mutations(
         tree, app, pristine, random.Random(seed), max(1, mutations // len(CATEGORIES) + 1)
     )
@@ -718,10 +720,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", action="append", help="only this app (repeatable)")
     parser.add_argument("--mutations", type=int, default=10, help="mutations per app (>= 10)")
     parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument(
+        "--no-mutations", action="store_true", help="only the unmodified apps (time, tiers)"
+    )
+    parser.add_argument("--gate", action="append", help="only this gate (repeatable)")
     args = parser.parse_args(argv)
+    for name in [g for g in GATES if args.gate and g not in args.gate]:
+        del GATES[name]
     apps = [a for a in APPS if not args.app or a.name in args.app]
     out = Report()
-    summary = [evaluate(app, max(args.mutations, 10), args.seed, out) for app in apps]
+    count = 0 if args.no_mutations else max(args.mutations, 10)
+    summary = [evaluate(app, count, args.seed, out) for app in apps]
     out.say()
     out.say("summary")
     for figures in summary:
