@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -92,6 +93,13 @@ def test_writes_into_the_tree_are_reported_and_left_in_place(tmp_path: Path) -> 
     assert not (root / "state.txt").exists() and not (root / "app" / "state.txt").exists()
     assert list(home.iterdir()) == []  # the real HOME is not the imports' HOME
     assert any("left as they are" in note for note in result.summary["notes"])
+    # Strict mode has no audit hook: the write is told by time, and said so.
+    shutil.rmtree(root / "dev")
+    strict = run(root, '[service]\napp = "app.main:app"\n', strict=True, HOME=str(home))
+    [wrote] = [f for f in strict.findings if f.rule == "import-wrote-file"]
+    assert (
+        wrote.path == "dev" and "directory dev was created in the project's tree" in wrote.message
+    )
 
 
 # --- 4. no secret in any output -----------------------------------------------------------

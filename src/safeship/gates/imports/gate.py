@@ -601,18 +601,25 @@ def _write_findings(
             for m, paths in seen.items()
             if any(p == rel or p.startswith(rel + os.sep) for p in paths)
         )
-        if not who and change.mtime_ns:
-            # File time stamps come from a clock coarser than the windows' (a few ms).
-            when = change.mtime_ns / 1e9
-            who = sorted(m for m, w in windows if w and w[0] - 0.011 <= when <= w[1] + 0.001)
-        importer = " or ".join(who[:3]) if who else "the imports"
         what = "directory " if change.is_dir else ""
+        message = f"importing {' or '.join(who[:3])} {change.kind} {what}{change.path} in the "
+        message += "project's tree"
+        if not who:
+            # Not seen by the audit hook (strict mode has none; native code; or another
+            # process, such as a gate running meanwhile): told by time, and said so. File
+            # time stamps come from a clock coarser than the windows' (a few ms).
+            when = (change.mtime_ns or 0) / 1e9
+            who = sorted(m for m, w in windows if w and w[0] - 0.011 <= when <= w[1] + 0.001)
+            during = f" while {' or '.join(who[:3])} was importing" if who else ""
+            message = (
+                f"{what}{change.path} was {change.kind} in the project's tree{during} "
+                "(by an import, or by another process meanwhile)"
+            )
         findings.append(
             Finding(
                 gate="imports",
                 rule="import-wrote-file",
-                message=f"importing {importer} {change.kind} {what}{change.path} in the "
-                "project's tree",
+                message=message,
                 tier=Tier.WARNING,
                 path=change.path,
                 hint="write to a temporary or configured directory, at startup rather than "
