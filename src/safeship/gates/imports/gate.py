@@ -334,7 +334,10 @@ class ImportsGate:
                 jobs=manifest.gates.import_jobs,
                 preload=preload,
                 first_party=sorted(first_party),
-                learn=self.preload,
+                # Learning what children import from outside the project preloads it into
+                # the pristine worker, which the default mode only falls back on; a module
+                # that imports the project back would only force a new worker.
+                learn=self.preload and not entries,
                 plan=plan,
                 python=python,
                 python_flags=flags,
