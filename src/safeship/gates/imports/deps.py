@@ -21,7 +21,19 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
 
-__all__ = ["declared_distributions", "distributions_of", "normalise_name"]
+from ..model import Finding, Tier
+from ..runner import CheckContext
+from .findings import ImportOutcome, own_frames, tier_of
+from .redaction import Redactor
+
+__all__ = [
+    "declared_distributions",
+    "dependency_findings",
+    "distributions_of",
+    "normalise_name",
+    "split_missing",
+    "what_to_do",
+]
 
 _PROBE_TIMEOUT = 20.0
 _WELL_KNOWN = {
@@ -136,3 +148,116 @@ def _toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return {}
+
+
+def split_missing(
+    outcomes: Sequence[ImportOutcome], first_party: set[str]
+) -> tuple[list[ImportOutcome], list[ImportOutcome]]:
+    """Failures because a third-party module is missing, and the rest."""
+    deps, rest = [], []
+    for outcome in outcomes:
+        missing = outcome.missing
+        if outcome.status == "error" and missing and missing.split(".")[0] not in first_party:
+            deps.append(outcome)
+        else:
+            rest.append(outcome)
+    return deps, rest
+
+
+def what_to_do(interpreter: Mapping[str, Any]) -> str:
+    if interpreter.get("isolated"):
+        return (
+            "third-party modules are missing: no project environment was found, so none "
+            "counts as installed; pass --python with the project's venv or interpreter"
+        )
+    return (
+        f"third-party modules are missing from {interpreter['python']} "
+        f"({interpreter['source']}): install the project's dependencies there "
+        "(e.g. pip install -e . or -r requirements.txt), or pass --python with the "
+        "environment that has them"
+    )
+
+
+def dependency_findings(
+    outcomes: Sequence[ImportOutcome],
+    files: Mapping[str, Path],
+    ctx: CheckContext,
+    strict: bool,
+    python: str,
+    flags: Sequence[str],
+    interpreter: Mapping[str, Any],
+    redact: Redactor,
+    known: Mapping[str, Sequence[str]] | None = None,
+) -> list[Finding]:
+    """One finding per missing distribution, with the modules that need it."""
+    if not outcomes:
+        return []
+    dists = distributions_of([o.missing or "" for o in outcomes], python, flags, known)
+    declared = declared_distributions(ctx.root)
+    groups: dict[str, list[ImportOutcome]] = {}
+    for outcome in outcomes:
+        top = (outcome.missing or "").split(".")[0]
+        groups.setdefault(dists.get(top, top), []).append(outcome)
+    findings = []
+    for dist, members in sorted(groups.items()):
+        tops = sorted({(o.missing or "").split(".")[0] for o in members})
+        where = declared.get(normalise_name(dist)) or next(
+            (declared[normalise_name(t)] for t in tops if normalise_name(t) in declared), None
+        )
+        modules = sorted(o.module for o in members)
+        # Declared (or no project environment to judge by): the environment lacks it, as
+        # the static gate says too. Undeclared: the code imports what it never asked for.
+        environment = bool(where) or bool(interpreter.get("isolated"))
+        if environment:
+            tier, blocking = Tier.ENVIRONMENT, Tier.ENVIRONMENT in ctx.block_tiers
+        else:
+            tier, blocking = tier_of(members, strict, ctx.block_tiers)
+        shown = ", ".join(modules[:5]) + (
+            f" and {len(modules) - 5} more" if len(modules) > 5 else ""
+        )
+        declared_text = (
+            f"declared in {where}"
+            if where
+            else "NOT declared by the project (pyproject.toml, requirements*.txt, setup.cfg)"
+        )
+        first = next((o for o in members if o.phase == "startup"), members[0])
+        path = files.get(first.module)
+        # Where the import of the missing module is: the last first-party frame.
+        own = own_frames(first.frames, [ctx.root.resolve()])
+        at = own[-1] if own else None
+        findings.append(
+            Finding(
+                gate="imports",
+                rule="import-missing-dependency" if environment else "import-undeclared-dependency",
+                message=redact(
+                    f"{dist} is not installed in {interpreter['python']}: "
+                    f"{len(modules)} module(s) import {', '.join(tops)}: {shown}; "
+                    f"{declared_text}"
+                ),
+                tier=tier,
+                path=at[0]
+                if at
+                else path.relative_to(ctx.root).as_posix()
+                if path and path.is_relative_to(ctx.root)
+                else None,
+                line=at[1] if at else None,
+                source_line=redact(at[3]) or None if at else None,
+                chain=tuple(f"{f}:{n} in {fn}" for f, n, fn, _ in own[-12:]),
+                hint=(
+                    f"install the project's dependencies into {interpreter['python']}, or pass "
+                    "--python with the environment that has them"
+                    if where
+                    else f"add {dist} to the project's dependencies, then install it"
+                ),
+                symbol=dist,
+                blocking=blocking,
+                extra={
+                    "distribution": dist,
+                    "missing": tops,
+                    "declared": where,
+                    "modules": modules,
+                    "phase": first.phase,
+                },
+            )
+        )
+    return findings

@@ -23,18 +23,18 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..model import Finding, GateResult, GateStatus, Tier
+from ..model import GateResult, GateStatus
 from ..runner import CheckContext, python_files, result_from_findings
 from . import trace
-from .deps import declared_distributions, distributions_of, normalise_name
-from .findings import ImportOutcome, outcomes_to_findings, own_frames, tier_of
+from .deps import dependency_findings, split_missing, what_to_do
+from .findings import ImportOutcome, outcomes_to_findings
 from .plan import DEEP_LEVELS, ImportPlan, plan_imports, plan_spines
 from .pool import import_modules
-from .redaction import Redactor
+from .redaction import redactor_for
 
 __all__ = [
     "ImportOutcome",
@@ -166,65 +166,6 @@ def _forget_temporary_caches(cache_dir: Path, trees: Sequence[Path]) -> None:
             shutil.rmtree(cache_dir / tree.relative_to(tree.anchor), ignore_errors=True)
 
 
-def _declared_secret_values(ctx: CheckContext) -> dict[str, str]:
-    """The values of the declared secrets, by variable name, from the environment's
-    variables and from each ``file:``/``dir:`` consumer (never a remote one)."""
-    from ...errors import SecretError
-    from ...secrets import candidate_names, source_from_spec
-    from ..secrets_gate import declared_secrets
-
-    values: dict[str, str] = {}
-    for base, config in declared_secrets(ctx).items():
-        names = candidate_names(base, ctx.env, config.per_environment)
-        for name in names:
-            if ctx.environ.get(name):
-                values[name] = ctx.environ[name]
-        for spec in config.consumers:
-            if spec.split(":", 1)[0] not in ("file", "dir"):
-                continue
-            try:
-                source = source_from_spec(spec, root=ctx.manifest.root, environ=ctx.environ)
-                for name in names:
-                    value = source.get(name)
-                    if value:
-                        values.setdefault(name, value)
-            except (SecretError, OSError):
-                continue
-    return values
-
-
-# Variables every process has, which hold no secret, and whose values (an environment's
-# name, a path, a host name) would only make messages unreadable if redacted.
-_PUBLIC_VARIABLES = frozenset(
-    {"SAFESHIP_ENV", "PATH", "HOME", "PWD", "OLDPWD", "SHELL", "USER", "LOGNAME", "LANG",
-     "TERM", "HOSTNAME", "TZ", "TMPDIR", "VIRTUAL_ENV", "SHLVL", "_"}
-)  # fmt: skip
-
-
-def _redactor(ctx: CheckContext) -> Redactor:
-    redact: Callable[[str], str] | None
-    try:
-        from ...secrets import redact
-    except ImportError:  # pragma: no cover - part of every build
-        redact = None
-    try:
-        secrets = _declared_secret_values(ctx)
-    except Exception:  # a broken consumer is the secrets gate's to report
-        secrets = {name: value for name, value in ctx.environ.items() if "SECRET" in name}
-    try:
-        public = dict(ctx.manifest.environment(ctx.env).env)  # committed in the manifest
-    except Exception:
-        public = {}
-    environ = {
-        name: value
-        for name, value in ctx.environ.items()
-        if name not in _PUBLIC_VARIABLES
-        and not name.startswith(("LC_", "PYTHON", "XDG_"))
-        and public.get(name) != value
-    }
-    return Redactor(secrets, environ, redact)
-
-
 class ImportsGate:
     """Imports every module of the checked package, with the target environment's variables."""
 
@@ -304,7 +245,7 @@ class ImportsGate:
                 error=f"the project's interpreter {python} is Python "
                 f"{version[0]}.{version[1]}: the imports gate needs 3.9 or later",
             )
-        redact = _redactor(ctx)
+        redact = redactor_for(ctx)
         started = time.perf_counter()
         texts = {path: text for path in files.values() if (text := _read(path)) is not None}
         # With entries the startup imports the app's third-party modules in its own order.
@@ -377,8 +318,8 @@ class ImportsGate:
         # Without a startup there is no telling what breaks startup from what breaks on
         # call: every failure is an error, as in strict mode.
         judged_strict = strict or not entries
-        deps, rest = _split_missing(outcomes, first_party)
-        findings = _dependency_findings(
+        deps, rest = split_missing(outcomes, first_party)
+        findings = dependency_findings(
             deps,
             files,
             ctx,
@@ -400,7 +341,7 @@ class ImportsGate:
             block_tiers=ctx.block_tiers,
             python=python if not flags else f"{python} {' '.join(flags)}",
         )
-        findings += _write_findings(changes, outcomes, startup, entries, ctx.root)
+        findings += trace.write_findings(changes, outcomes, startup, entries, ctx.root)
         counts = {
             s: sum(o.status == s for o in outcomes if o.module in files)
             for s in ("ok", "error", "hung", "crashed")
@@ -444,7 +385,7 @@ class ImportsGate:
                 "imported after it were forked without them"
             )
         if deps:
-            notes.append(_what_to_do(interpreter))
+            notes.append(what_to_do(interpreter))
         if changes:
             notes.append(
                 f"the imports wrote {len(changes)} path(s) into the project's tree; they are "
@@ -461,174 +402,3 @@ def _startup_outcome(line: Mapping[str, Any], timeout: float) -> ImportOutcome:
     from .pool import _outcome
 
     return _outcome(str(line.get("module")), dict(line), timeout, "startup")
-
-
-def _split_missing(
-    outcomes: Sequence[ImportOutcome], first_party: set[str]
-) -> tuple[list[ImportOutcome], list[ImportOutcome]]:
-    """Failures because a third-party module is missing, and the rest."""
-    deps, rest = [], []
-    for outcome in outcomes:
-        missing = outcome.missing
-        if outcome.status == "error" and missing and missing.split(".")[0] not in first_party:
-            deps.append(outcome)
-        else:
-            rest.append(outcome)
-    return deps, rest
-
-
-def _what_to_do(interpreter: Mapping[str, Any]) -> str:
-    if interpreter.get("isolated"):
-        return (
-            "third-party modules are missing: no project environment was found, so none "
-            "counts as installed; pass --python with the project's venv or interpreter"
-        )
-    return (
-        f"third-party modules are missing from {interpreter['python']} "
-        f"({interpreter['source']}): install the project's dependencies there "
-        "(e.g. pip install -e . or -r requirements.txt), or pass --python with the "
-        "environment that has them"
-    )
-
-
-def _dependency_findings(
-    outcomes: Sequence[ImportOutcome],
-    files: Mapping[str, Path],
-    ctx: CheckContext,
-    strict: bool,
-    python: str,
-    flags: Sequence[str],
-    interpreter: Mapping[str, Any],
-    redact: Redactor,
-    known: Mapping[str, Sequence[str]] | None = None,
-) -> list[Finding]:
-    """One finding per missing distribution, with the modules that need it."""
-    if not outcomes:
-        return []
-    dists = distributions_of([o.missing or "" for o in outcomes], python, flags, known)
-    declared = declared_distributions(ctx.root)
-    groups: dict[str, list[ImportOutcome]] = {}
-    for outcome in outcomes:
-        top = (outcome.missing or "").split(".")[0]
-        groups.setdefault(dists.get(top, top), []).append(outcome)
-    findings = []
-    for dist, members in sorted(groups.items()):
-        tops = sorted({(o.missing or "").split(".")[0] for o in members})
-        where = declared.get(normalise_name(dist)) or next(
-            (declared[normalise_name(t)] for t in tops if normalise_name(t) in declared), None
-        )
-        modules = sorted(o.module for o in members)
-        # Declared (or no project environment to judge by): the environment lacks it, as
-        # the static gate says too. Undeclared: the code imports what it never asked for.
-        environment = bool(where) or bool(interpreter.get("isolated"))
-        if environment:
-            tier, blocking = Tier.ENVIRONMENT, Tier.ENVIRONMENT in ctx.block_tiers
-        else:
-            tier, blocking = tier_of(members, strict, ctx.block_tiers)
-        shown = ", ".join(modules[:5]) + (
-            f" and {len(modules) - 5} more" if len(modules) > 5 else ""
-        )
-        declared_text = (
-            f"declared in {where}"
-            if where
-            else "NOT declared by the project (pyproject.toml, requirements*.txt, setup.cfg)"
-        )
-        first = next((o for o in members if o.phase == "startup"), members[0])
-        path = files.get(first.module)
-        # Where the import of the missing module is: the last first-party frame.
-        own = own_frames(first.frames, [ctx.root.resolve()])
-        at = own[-1] if own else None
-        findings.append(
-            Finding(
-                gate="imports",
-                rule="import-missing-dependency" if environment else "import-undeclared-dependency",
-                message=redact(
-                    f"{dist} is not installed in {interpreter['python']}: "
-                    f"{len(modules)} module(s) import {', '.join(tops)}: {shown}; "
-                    f"{declared_text}"
-                ),
-                tier=tier,
-                path=at[0]
-                if at
-                else path.relative_to(ctx.root).as_posix()
-                if path and path.is_relative_to(ctx.root)
-                else None,
-                line=at[1] if at else None,
-                source_line=redact(at[3]) or None if at else None,
-                chain=tuple(f"{f}:{n} in {fn}" for f, n, fn, _ in own[-12:]),
-                hint=(
-                    f"install the project's dependencies into {interpreter['python']}, or pass "
-                    "--python with the environment that has them"
-                    if where
-                    else f"add {dist} to the project's dependencies, then install it"
-                ),
-                symbol=dist,
-                blocking=blocking,
-                extra={
-                    "distribution": dist,
-                    "missing": tops,
-                    "declared": where,
-                    "modules": modules,
-                    "phase": first.phase,
-                },
-            )
-        )
-    return findings
-
-
-def _write_findings(
-    changes: Sequence[trace.Change],
-    outcomes: Sequence[ImportOutcome],
-    startup: Mapping[str, Any] | None,
-    entries: Sequence[str],
-    root: Path,
-) -> list[Finding]:
-    """One warning per path the imports wrote into the tree, naming the import that wrote
-    it: as its audit hook saw, else by the file's time stamp against when each ran."""
-    label = f"{', '.join(entries) or (startup or {}).get('module')} (the app's startup)"
-    seen: dict[str, set[str]] = {}
-    base = str(root.resolve())
-    for outcome in outcomes:
-        for path in outcome.wrote:
-            seen.setdefault(outcome.module, set()).add(os.path.relpath(path, base))
-    for path in (startup or {}).get("wrote") or ():
-        seen.setdefault(label, set()).add(os.path.relpath(str(path), base))
-    windows = [(o.module, o.window) for o in outcomes if o.window and o.phase != "startup"]
-    if startup and startup.get("t"):
-        windows.append((label, tuple(startup["t"])))
-    findings = []
-    for change in changes:
-        rel = change.path.replace("/", os.sep)
-        who = sorted(
-            m
-            for m, paths in seen.items()
-            if any(p == rel or p.startswith(rel + os.sep) for p in paths)
-        )
-        what = "directory " if change.is_dir else ""
-        message = f"importing {' or '.join(who[:3])} {change.kind} {what}{change.path} in the "
-        message += "project's tree"
-        if not who:
-            # Not seen by the audit hook (strict mode has none; native code; or another
-            # process, such as a gate running meanwhile): told by time, and said so. File
-            # time stamps come from a clock coarser than the windows' (a few ms).
-            when = (change.mtime_ns or 0) / 1e9
-            who = sorted(m for m, w in windows if w and w[0] - 0.011 <= when <= w[1] + 0.001)
-            during = f" while {' or '.join(who[:3])} was importing" if who else ""
-            message = (
-                f"{what}{change.path} was {change.kind} in the project's tree{during} "
-                "(by an import, or by another process meanwhile)"
-            )
-        findings.append(
-            Finding(
-                gate="imports",
-                rule="import-wrote-file",
-                message=message,
-                tier=Tier.WARNING,
-                path=change.path,
-                hint="write to a temporary or configured directory, at startup rather than "
-                "at import; the gate leaves the path as it is",
-                symbol=who[0] if who else None,
-                extra={"change": change.kind, "importers": who},
-            )
-        )
-    return findings

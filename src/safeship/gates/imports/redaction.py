@@ -22,7 +22,9 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 
-__all__ = ["Redactor", "redact_input_values"]
+from ..runner import CheckContext
+
+__all__ = ["Redactor", "redact_input_values", "redactor_for"]
 
 _MIN_ENV_CHARS = 8
 _INPUT = "input_value="
@@ -93,3 +95,63 @@ class Redactor:
 
     def many(self, texts: Iterable[str]) -> list[str]:
         return [self(t) for t in texts]
+
+
+def _declared_secret_values(ctx: CheckContext) -> dict[str, str]:
+    """The values of the declared secrets, by variable name, from the environment's
+    variables and from each ``file:``/``dir:`` consumer (never a remote one)."""
+    from ...errors import SecretError
+    from ...secrets import candidate_names, source_from_spec
+    from ..secrets_gate import declared_secrets
+
+    values: dict[str, str] = {}
+    for base, config in declared_secrets(ctx).items():
+        names = candidate_names(base, ctx.env, config.per_environment)
+        for name in names:
+            if ctx.environ.get(name):
+                values[name] = ctx.environ[name]
+        for spec in config.consumers:
+            if spec.split(":", 1)[0] not in ("file", "dir"):
+                continue
+            try:
+                source = source_from_spec(spec, root=ctx.manifest.root, environ=ctx.environ)
+                for name in names:
+                    value = source.get(name)
+                    if value:
+                        values.setdefault(name, value)
+            except (SecretError, OSError):
+                continue
+    return values
+
+
+# Variables every process has, which hold no secret, and whose values (an environment's
+# name, a path, a host name) would only make messages unreadable if redacted.
+_PUBLIC_VARIABLES = frozenset(
+    {"SAFESHIP_ENV", "PATH", "HOME", "PWD", "OLDPWD", "SHELL", "USER", "LOGNAME", "LANG",
+     "TERM", "HOSTNAME", "TZ", "TMPDIR", "VIRTUAL_ENV", "SHLVL", "_"}
+)  # fmt: skip
+
+
+def redactor_for(ctx: CheckContext) -> Redactor:
+    """The redactor of a check: its declared secrets, and the variables its imports get."""
+    redact: Callable[[str], str] | None
+    try:
+        from ...secrets import redact
+    except ImportError:  # pragma: no cover - part of every build
+        redact = None
+    try:
+        secrets = _declared_secret_values(ctx)
+    except Exception:  # a broken consumer is the secrets gate's to report
+        secrets = {name: value for name, value in ctx.environ.items() if "SECRET" in name}
+    try:
+        public = dict(ctx.manifest.environment(ctx.env).env)  # committed in the manifest
+    except Exception:
+        public = {}
+    environ = {
+        name: value
+        for name, value in ctx.environ.items()
+        if name not in _PUBLIC_VARIABLES
+        and not name.startswith(("LC_", "PYTHON", "XDG_"))
+        and public.get(name) != value
+    }
+    return Redactor(secrets, environ, redact)

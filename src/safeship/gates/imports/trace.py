@@ -10,10 +10,15 @@ files are reported, never deleted: they are the project's, and the user decides.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Change", "diff", "snapshot"]
+from ..model import Finding, Tier
+from .findings import ImportOutcome
+
+__all__ = ["Change", "diff", "snapshot", "write_findings"]
 
 # Never the project's own state: version control, environments, caches of other tools (the
 # gates run concurrently, and the static gate's engines may keep caches) and safeship's own.
@@ -102,3 +107,61 @@ def diff(before: Snapshot, after: Snapshot, root: Path) -> list[Change]:
             gone.append(rel)  # a deleted directory stands for what it held
         changes.append(Change(rel, "deleted", None, before[rel][2]))
     return changes
+
+
+def write_findings(
+    changes: Sequence[Change],
+    outcomes: Sequence[ImportOutcome],
+    startup: Mapping[str, Any] | None,
+    entries: Sequence[str],
+    root: Path,
+) -> list[Finding]:
+    """One warning per path the imports wrote into the tree, naming the import that wrote
+    it: as its audit hook saw, else by the file's time stamp against when each ran."""
+    label = f"{', '.join(entries) or (startup or {}).get('module')} (the app's startup)"
+    seen: dict[str, set[str]] = {}
+    base = str(root.resolve())
+    for outcome in outcomes:
+        for path in outcome.wrote:
+            seen.setdefault(outcome.module, set()).add(os.path.relpath(path, base))
+    for path in (startup or {}).get("wrote") or ():
+        seen.setdefault(label, set()).add(os.path.relpath(str(path), base))
+    windows = [(o.module, o.window) for o in outcomes if o.window and o.phase != "startup"]
+    if startup and startup.get("t"):
+        windows.append((label, tuple(startup["t"])))
+    findings = []
+    for change in changes:
+        rel = change.path.replace("/", os.sep)
+        who = sorted(
+            m
+            for m, paths in seen.items()
+            if any(p == rel or p.startswith(rel + os.sep) for p in paths)
+        )
+        what = "directory " if change.is_dir else ""
+        message = f"importing {' or '.join(who[:3])} {change.kind} {what}{change.path} in the "
+        message += "project's tree"
+        if not who:
+            # Not seen by the audit hook (strict mode has none; native code; or another
+            # process, such as a gate running meanwhile): told by time, and said so. File
+            # time stamps come from a clock coarser than the windows' (a few ms).
+            when = (change.mtime_ns or 0) / 1e9
+            who = sorted(m for m, w in windows if w and w[0] - 0.011 <= when <= w[1] + 0.001)
+            during = f" while {' or '.join(who[:3])} was importing" if who else ""
+            message = (
+                f"{what}{change.path} was {change.kind} in the project's tree{during} "
+                "(by an import, or by another process meanwhile)"
+            )
+        findings.append(
+            Finding(
+                gate="imports",
+                rule="import-wrote-file",
+                message=message,
+                tier=Tier.WARNING,
+                path=change.path,
+                hint="write to a temporary or configured directory, at startup rather than "
+                "at import; the gate leaves the path as it is",
+                symbol=who[0] if who else None,
+                extra={"change": change.kind, "importers": who},
+            )
+        )
+    return findings
