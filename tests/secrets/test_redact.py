@@ -19,7 +19,7 @@ from safeship.testing import run_server, scaled, wait_until
 from safeship.tokens import mint
 
 SECRET = "registered-secret-0123456789-abcdefghijklmn"
-TOKEN = mint("k" * 8 + "0123456789abcdefghijklmnopqrstuvwxyz", "alice")
+TOKEN = mint("k" * 8 + "0123456789abcdefghijklmnopqrstuvwxyz", "alice", ttl=6 * 3600)
 TICKET = "tkt_Zm9vYmFyYmF6cXV4cXV1eA"
 SUBPROTOCOL = "jwt." + base64.urlsafe_b64encode(TOKEN.encode()).decode().rstrip("=")
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")

@@ -25,7 +25,8 @@ from safeship.tokens import mint
 
 from ._server import SECRET, Server, guarded_server
 
-TOKENS = [mint(SECRET, f"user{i}") for i in range(5)]
+# Minted at collection: they must outlive a whole suite run, not only this module.
+TOKENS = [mint(SECRET, f"user{i}", ttl=6 * 3600) for i in range(5)]
 DB_PASSWORD = "Db-pass-7f3a9c"
 CHECK_SECRET = "check-secret-Zm9vYmFyYmF6cXV4cXV1eC0xMjM0NTY"
 
