@@ -31,6 +31,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo needs only the command line and the reference backend's packages, so a fresh clone
+# reaches it without the test tool chain (browsers' driver, cloud clients, linters).
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing safeship's command line and the reference backend into $(VENV) ..."
+	@$(BIN)/python -m pip install $(PIP_QUIET) -e '.[cli,example]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -c "import safeship.cli, fastapi, sqlalchemy" || (echo "install failed"; exit 1)
+	@touch $(DEMO_STAMP)
+
 $(OLDEST)/.installed: $(STAMP) $(MATRIX_INPUTS) .ci/constraints-oldest.txt
 	@rm -rf $(OLDEST) && $(UV) venv --quiet --python $(BIN)/python $(OLDEST)
 	@echo "installing the oldest supported versions into $(OLDEST) ..."
@@ -53,7 +63,7 @@ matrix: $(STAMP)
 	    "$$($$venv/bin/python -c 'import fastapi, starlette, pydantic; print("fastapi", fastapi.__version__, "starlette", starlette.__version__, "pydantic", pydantic.VERSION)')"; \
 	  $$venv/bin/python -m pytest -q $(SERVICE_TESTS) $(MATRIX_IGNORE) || exit 1; done
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	@$(BIN)/safeship demo
 
 test: $(STAMP)
