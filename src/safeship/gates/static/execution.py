@@ -11,6 +11,7 @@ resolved statically -- why it may still run at startup.
 from __future__ import annotations
 
 import ast
+import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
@@ -98,9 +99,17 @@ class StartupGraph:
                 roots += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
             for attr in self.entry_attrs:  # a factory function, or a class whose __init__ runs
                 roots += [attr, f"{attr}.__init__"]
-            self._reach = startup_reach(
-                self.edges, self.aliases, roots, self.paths.keys(), self.properties
-            )
+            # The walk makes many small objects and no cycles worth collecting meanwhile:
+            # collections during it would only traverse them again and again.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                self._reach = startup_reach(
+                    self.edges, self.aliases, roots, self.paths.keys(), self.properties
+                )
+            finally:
+                if collecting:
+                    gc.enable()
         return self._reach
 
     def module_runs_at_startup(self, path: str) -> bool:

@@ -21,6 +21,7 @@ an object of unknown type, ``getattr(...)()``, ``import_module(name)`` -- is kep
 from __future__ import annotations
 
 import ast
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,10 +81,16 @@ class ModuleUnits:
 
 
 def read_units(module: str, is_package: bool, tree: ast.Module, lines: list[str]) -> ModuleUnits:
-    """The units of one module and their edges."""
+    """The units of one module and their edges.
+
+    No AST is kept: a function body is read again from its source when the walk reaches it
+    (thousands of live ASTs would make every garbage collection slower).
+    """
     out = ModuleUnits(module)
     package = module if is_package else module.rpartition(".")[0]
-    _Reader(out, package, lines).module(tree)
+    reader = _Reader(out, package, lines)
+    reader.module(tree)
+    reader.lines = []  # kept as one string until a body is read
     return out
 
 
@@ -103,6 +110,7 @@ class _Reader:
         self.out = out
         self.package = package
         self.lines = lines
+        self.text = "\n".join(lines)
         self.module_names: dict[str, str] = {}
 
     # -- scopes -------------------------------------------------------------------------
@@ -196,7 +204,42 @@ class _Reader:
             self.out.properties.add(unit)
         end = node.end_lineno or node.lineno
         self.out.spans.append((node.body[0].lineno if node.body else node.lineno, end, unit))
-        self.out.pending[unit] = lambda: self._function_body(node, scope, unit)
+        start, name = node.lineno, node.name
+        self.out.pending[unit] = lambda: self._read_body(start, end, name, scope, unit)
+
+    def _read_body(self, start: int, end: int, name: str, scope: _Scope, unit: str) -> None:
+        """Parse the function's own lines again (dedented), else the whole module."""
+        lines = self.text.splitlines()
+        node: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+        try:
+            segment = ast.parse(textwrap.dedent("\n".join(lines[start - 1 : end])))
+            first = segment.body[0] if segment.body else None
+            if isinstance(first, (ast.FunctionDef, ast.AsyncFunctionDef)) and first.name == name:
+                node = ast.increment_lineno(first, start - 1)
+        except (SyntaxError, ValueError, RecursionError):
+            node = None
+        if node is None:  # a string whose lines sit left of the def: parse the module
+            try:
+                whole = ast.parse(self.text)
+            except (SyntaxError, ValueError, RecursionError):
+                return
+            node = next(
+                (
+                    n
+                    for n in ast.walk(whole)
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and n.lineno == start
+                    and n.name == name
+                ),
+                None,
+            )
+            if node is None:
+                return
+        self.lines = lines
+        try:
+            self._function_body(node, scope, unit)
+        finally:
+            self.lines = []
 
     def _function_body(
         self, node: ast.FunctionDef | ast.AsyncFunctionDef, scope: _Scope, unit: str
