@@ -57,8 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BASELINE", "StaticGate"]
 
 DEFAULT_BASELINE = "safeship-baseline.json"
-SMALL_TREE = 100
-"""Below this many files ty checks the whole tree at once instead of waiting for the graph."""
 TIER_ORDER = (
     Tier.BREAKS_STARTUP,
     Tier.BREAKS_ON_CALL,
@@ -163,25 +161,20 @@ class _Run:
         self.summary: dict[str, Any] = {"dropped": self.dropped, "python": project.as_dict()}
 
     def execute(self, specs: list[EngineSpec], timeout: float) -> GateResult:
-        # ty could check only what the entries reach, once the graph says what that is; but
-        # measured, waiting for the graph and passing thousands of paths cost more than the
-        # unreachable files (on real applications most files are reachable, and ty's time
-        # goes to the third-party code they use): all three start at once.
-        narrow = False
-        first = [s for s in specs if s.name != "ty"] if narrow else specs
-        ty_spec = next(s for s in specs if s.name == "ty")
-        with engines.started_engines(first, self.layout.root, timeout) as futures:
+        # All three start at once. ty could check only what the entries reach, once the
+        # graph says what that is; measured, waiting for the graph and passing thousands of
+        # paths cost more than the unreachable files save (ty's time goes mostly to the
+        # third-party code the reachable files use).
+        with engines.started_engines(specs, self.layout.root, timeout) as futures:
             graph = futures["graph"].result()
             self._reachability(graph)
-            late_specs = [self._narrowed(ty_spec)] if narrow else []
-            with engines.started_engines(late_specs, self.layout.root, timeout) as late:
-                # ruff's findings are triaged, and the startup walked, while ty runs.
-                ruff = futures["ruff"].result()
-                names = [d for d in ruff.diagnostics if d.rule != "TID251"]
-                findings = self._hinted(self._triage(names))
-                if self.startup is not None:
-                    _ = self.startup.reach
-                ty = (late if narrow else futures)["ty"].result()
+            # ruff's findings are triaged, and the startup walked, while ty runs.
+            ruff = futures["ruff"].result()
+            names = [d for d in ruff.diagnostics if d.rule != "TID251"]
+            findings = self._hinted(self._triage(names))
+            if self.startup is not None:
+                _ = self.startup.reach
+            ty = futures["ty"].result()
         runs = {"ruff": ruff, "ty": ty, "graph": graph}
         self.summary["engines"] = {name: run.as_dict() for name, run in runs.items()}
         self.errors = [run.error for run in runs.values() if run.error] + self.errors
@@ -231,30 +224,6 @@ class _Run:
             _entry_attrs(self.ctx),
             lambda p: _read(self.layout.root / p),
         )
-
-    def _small_tree(self) -> bool:
-        """Fewer than ``SMALL_TREE`` Python files to check (counted until there are)."""
-        from ..runner import iter_python_files
-
-        count = 0
-        root = self.layout.root
-        for target in self.layout.targets:
-            for _ in iter_python_files(root / target, root=root, exclude=self.layout.exclude):
-                count += 1
-                if count >= SMALL_TREE:
-                    return False
-        return True
-
-    def _narrowed(self, spec: EngineSpec) -> EngineSpec:
-        """ty's command on the reachable first-party files only, when reachability is known."""
-        if not self.reach.complete or "--" not in spec.argv:
-            return spec
-        files = sorted(p for p in self.reach.parents if not is_test_path(p))
-        if not files:
-            return spec
-        cut = spec.argv.index("--")
-        self.summary["ty_files"] = len(files)
-        return replace(spec, argv=(*spec.argv[: cut + 1], *files))
 
     def _first_party(self, files: Iterable[str]) -> frozenset[str]:
         """Top-level names the project's own code provides. A top-level folder without
