@@ -173,6 +173,7 @@ class _Run:
             names = [d for d in ruff.diagnostics if d.rule != "TID251"]
             findings = self._hinted(self._triage(names))
             if self.startup is not None:
+                # Walked now, on the core ty leaves free, rather than after ty for its findings.
                 _ = self.startup.reach
             ty = futures["ty"].result()
         runs = {"ruff": ruff, "ty": ty, "graph": graph}
@@ -459,7 +460,14 @@ class _Run:
             facts = replace(facts, installed_member=True)
         kwargs: dict[str, Any] = {}
         graph = self.startup
-        if graph is not None and reachable and not is_test:
+        target = self.project.target_version
+        # What runs at startup moves a finding only between breaks-startup and breaks-on-call:
+        # the others (noise, unreachable, a legacy warning) never need the walk.
+        live = triage(facts, reachable=reachable, is_test=is_test, target=target).tier in (
+            Tier.BREAKS_STARTUP,
+            Tier.BREAKS_ON_CALL,
+        )
+        if graph is not None and reachable and not is_test and live:
             at_startup = graph.module_runs_at_startup(diag.path)
             kwargs["module_runs"] = Runs.AT_STARTUP if at_startup else Runs.ON_CALL
             if not at_startup:
@@ -474,13 +482,7 @@ class _Run:
                     kwargs["function_runs"] = Runs.ON_CALL
             if not at_startup or kwargs.get("function_runs") is Runs.ON_CALL:
                 kwargs["may_break_startup"] = graph.may_run_at_startup(unit)
-        return triage(
-            facts,
-            reachable=reachable,
-            is_test=is_test,
-            target=self.project.target_version,
-            **kwargs,
-        )
+        return triage(facts, reachable=reachable, is_test=is_test, target=target, **kwargs)
 
     def _lazy_via(self, path: str) -> str:
         """``(imported inside `shop.api.read_item`)``: where the import chain turns lazy."""
