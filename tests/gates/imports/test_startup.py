@@ -242,3 +242,34 @@ def test_an_interpreter_that_cannot_run_the_worker_is_a_gate_error(tmp_path: Pat
     result = ImportsGate(python=str(fake)).run(context(tmp_path))
     assert result.status is GateStatus.ERROR
     assert "does not run in" in (result.error or "") and "3.9 or later" in (result.error or "")
+
+
+def test_a_module_the_startup_hangs_in_is_not_waited_for_again_by_its_importers(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/db.py": "import time\n\ntime.sleep(600)  # a connection without a timeout\n",
+            "app/main.py": "from app import db\n\napp = object()\n",
+            "app/a.py": "from app import db\n",
+            "app/b.py": "from app import db\n",
+            "app/c.py": "X = 1\n",
+        },
+    )
+    manifest = Manifest(root=tmp_path, service=ServiceConfig(app="app.main:app", code="app"))
+    manifest = manifest.model_copy(
+        update={
+            "path": tmp_path / "safeship.toml",
+            "gates": manifest.gates.model_copy(update={"import_timeout": 0.5}),
+        }
+    )
+    ctx = build_context(tmp_path, manifest, "development", base_environ={}, python=sys.executable)
+    result = ImportsGate().run(ctx)
+    [finding] = result.findings
+    assert finding.rule == "import-hung" and finding.tier is Tier.BREAKS_STARTUP
+    assert (finding.path, finding.line) == ("app/db.py", 3)
+    # Its importers fail at once, as part of the same finding, instead of hanging each.
+    assert finding.extra["modules"] == ["app.a", "app.b", "app.db", "app.main"]
+    assert (result.summary["hung"], result.summary["error"], result.summary["ok"]) == (2, 2, 2)

@@ -312,6 +312,18 @@ def child(sock, module, keep, scope, then=None):
     return _zygote(sock, scope, first)
 
 
+class ImportHung(ImportError):
+    """Raised, instead of importing it again, for a module whose import hung in the app's
+    startup: each of its importers would otherwise wait for its own deadline."""
+
+
+def poison(module, message):
+    """From now on, importing ``module`` in this process (and its forks) raises at once."""
+    _Failed.failed[module] = ImportHung(message)
+    if _Failed not in sys.meta_path:
+        sys.meta_path.insert(0, _Failed)
+
+
 class _Failed:
     """A meta path finder that raises, for a first-party module whose import already failed
     in this process, the exception it failed with, instead of running it again.

@@ -156,15 +156,26 @@ def outcomes_to_findings(
     """One finding per distinct failure, located at its last first-party frame."""
     bases = [root.resolve(), import_root.resolve()]
     groups: dict[tuple[object, ...], list[tuple[ImportOutcome, list[Frame]]]] = {}
+    hung: dict[str, tuple[object, ...]] = {}
+    late = []
     for outcome in outcomes:
         if outcome.status == "ok":
             continue
         own = own_frames(outcome.frames, bases)
+        if (outcome.exc_type or "").endswith(".ImportHung"):
+            late.append((outcome, own))  # it imports a module that hung: that one's finding
+            continue
         loc = own[-1][:2] if own else None
         message = normalise(outcome.message)
         key: tuple[object, ...] = (outcome.status, outcome.exc_type, message, loc)
         if loc is None:
             key = (*key, outcome.module)
+        groups.setdefault(key, []).append((outcome, own))
+        if outcome.status == "hung":
+            hung.setdefault(outcome.module, key)
+    for outcome, own in late:
+        culprit = (outcome.message or "").split(" ", 1)[0]
+        key = hung.get(culprit) or ("error", outcome.exc_type, outcome.message, None)
         groups.setdefault(key, []).append((outcome, own))
     findings = []
     for members in groups.values():

@@ -26,6 +26,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -38,6 +39,7 @@ _REAP_POLL = 0.02
 _MAX_ZYGOTES = 64
 STARTUP = "<startup>"  # the run that imports the entry modules (see ``child._startup``)
 STARTUP_TIMEOUTS = 3  # the startup's deadline, in per-module timeouts
+_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in (.+)$')
 
 
 def _load_child_module():
@@ -79,6 +81,7 @@ class _Run:
         self.entry = None  # the startup run: the module it is importing
         self.loaded = []  # the startup run: first-party modules the startup imported
         self.failed = {}  # the startup run: module -> the failure that took it down
+        self.hung = None  # the startup run: the module it hung in
         # A module whose process, once it has imported and kept itself, forks this run's
         # child itself, without waiting for the root (see ``_Root._start``).
         self.next = None
@@ -321,6 +324,10 @@ class _Root:
                 self.channel.write(json.dumps(line) + "\n")
         if result.get("status") != "ok" and entry in self.left:
             done.add(entry)  # the startup's outcome is its outcome
+        if run.hung and run.hung != entry and run.hung in self.left:
+            line = {"module": run.hung, "status": "hung", "stack": result.get("stack", "")}
+            self.channel.write(json.dumps({**line, "startup": True}) + "\n")
+            done.add(run.hung)
         self.left -= done
         self._schedule(done)
 
@@ -411,7 +418,31 @@ class _Root:
         self._close(run)
         self._place_waiting(run, False)
         self._release(run.base)
-        self._emit(run, {"status": "hung", "stack": "".join(stack)[-8000:]})
+        text = "".join(stack)[-8000:]
+        if run.module == STARTUP:
+            # The rest starts from this pristine process: there, the module the startup hung
+            # in raises at once, instead of hanging again in each of its importers.
+            run.hung = self._hung_module(text) or run.entry
+            if run.hung:
+                _c.poison(run.hung, f"{run.hung} hung while importing (the app's startup)")
+        self._emit(run, {"status": "hung", "stack": text})
+
+    def _hung_module(self, stack):
+        """The innermost first-party module body in a ``faulthandler`` dump."""
+        for line in stack.splitlines():  # most recent call first
+            match = _FRAME.match(line)
+            if not match or match.group(3).strip() != "<module>":
+                continue
+            path = match.group(1)
+            if not path.startswith(self.scope.prefix) or not path.endswith(".py"):
+                continue
+            parts = path[len(self.scope.prefix) : -3].split(os.sep)
+            if parts[-1] == "__init__":
+                parts.pop()
+            name = ".".join(parts)
+            if name in self.spine:
+                return name
+        return None
 
     def _on_message(self, run, data):
         if not data:
