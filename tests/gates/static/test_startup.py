@@ -301,3 +301,45 @@ def test_properties_and_instances_made_at_import_are_followed(tmp_path: Path) ->
     oauth = _at(result, "svc/settings.py", 4)
     assert oauth.tier is Tier.BREAKS_STARTUP
     assert oauth.chain[0] == "svc.main:5 ENABLED = settings.oauth"
+
+
+def test_the_skeleton_elides_bodies_and_keeps_lines() -> None:
+    from safeship.gates.static.startup import skeleton
+
+    text = textwrap.dedent(
+        '''\
+        import x
+
+
+        @decorate("a(b")
+        def f(a: dict[str, int] = {"k": (1, 2)},
+              b=lambda: 0) -> "R":
+            """Doc."""
+            def inner():
+                return 1
+            return inner()
+
+
+        def g(): return 2
+
+
+        class C:
+            def m(self):
+                return self.n
+
+        app = f()
+        '''
+    )
+    elided, ends = skeleton(text) or ("", {})
+    assert len(elided.split("\\n")) == len(text.split("\\n"))
+    tree = ast.parse(elided)
+    assert ends == {5: 10, 17: 18}  # def line -> last body line
+    assert "inner" not in elided and "return 2" in elided and "app = f()" in elided
+    assert [type(n).__name__ for n in tree.body] == [
+        "Import",
+        "FunctionDef",
+        "FunctionDef",
+        "ClassDef",
+        "Assign",
+    ]
+    assert skeleton('def f(x="""\\n"""):\\n    pass\\n') is None  # a string in the header

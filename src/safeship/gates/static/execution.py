@@ -17,7 +17,7 @@ from collections.abc import Set as AbstractSet
 
 from ...core.triage import Edge, Step, startup_reach
 from .graph import ModuleMap
-from .startup import Dynamic, ModuleUnits, read_units
+from .startup import Dynamic, ModuleUnits, read_units, skeleton
 
 __all__ = ["StartupGraph"]
 
@@ -67,14 +67,15 @@ class StartupGraph:
         if module not in self.units:
             path = self.paths[module]
             text = self.read(path) or ""
-            try:
-                tree = ast.parse(text, filename=path)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
+            tree, ends = _parse(text, path)
+            if tree is None:
                 self.units[module] = ModuleUnits(module, edges={module: []})
             else:
                 is_package = path.endswith("__init__.py") or path.endswith("__init__.pyi")
                 try:
-                    self.units[module] = read_units(module, is_package, tree, text.splitlines())
+                    self.units[module] = read_units(
+                        module, is_package, tree, text.splitlines(), ends
+                    )
                 except RecursionError:  # absurdly nested code: its body only, no edges
                     self.units[module] = ModuleUnits(module, edges={module: []})
         return self.units[module]
@@ -181,6 +182,21 @@ class StartupGraph:
                     found.setdefault(site.attribute, (unit, site))
             self._dynamic = found
         return self._dynamic
+
+
+def _parse(text: str, path: str) -> tuple[ast.Module | None, dict[int, int]]:
+    """The module's skeleton (function bodies elided), else the whole module; None when
+    it does not parse."""
+    elided = skeleton(text)
+    if elided is not None:
+        try:
+            return ast.parse(elided[0], filename=path), elided[1]
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            pass
+    try:
+        return ast.parse(text, filename=path), {}
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None, {}
 
 
 def _element(unit: str, edge: Edge) -> str:

@@ -21,13 +21,14 @@ an object of unknown type, ``getattr(...)()``, ``import_module(name)`` -- is kep
 from __future__ import annotations
 
 import ast
+import re
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.triage import Edge
 
-__all__ = ["Dynamic", "ModuleUnits", "read_units"]
+__all__ = ["Dynamic", "ModuleUnits", "read_units", "skeleton"]
 
 _HOOK_KEYWORDS = frozenset({"lifespan", "on_startup"})
 _HOOK_DECORATORS = frozenset({"on_event", "phase"})
@@ -80,7 +81,13 @@ class ModuleUnits:
             self.pending.pop(found)()  # its nested functions become known
 
 
-def read_units(module: str, is_package: bool, tree: ast.Module, lines: list[str]) -> ModuleUnits:
+def read_units(
+    module: str,
+    is_package: bool,
+    tree: ast.Module,
+    lines: list[str],
+    ends: dict[int, int] | None = None,
+) -> ModuleUnits:
     """The units of one module and their edges.
 
     No AST is kept: a function body is read again from its source when the walk reaches it
@@ -89,6 +96,7 @@ def read_units(module: str, is_package: bool, tree: ast.Module, lines: list[str]
     out = ModuleUnits(module)
     package = module if is_package else module.rpartition(".")[0]
     reader = _Reader(out, package, lines)
+    reader.ends = ends or {}
     reader.module(tree)
     reader.lines = []  # kept as one string until a body is read
     return out
@@ -112,6 +120,8 @@ class _Reader:
         self.lines = lines
         self.text = "\n".join(lines)
         self.module_names: dict[str, str] = {}
+        self.ends: dict[int, int] = {}
+        """``def`` line -> last body line, when ``tree`` is a skeleton (bodies elided)."""
 
     # -- scopes -------------------------------------------------------------------------
 
@@ -202,7 +212,7 @@ class _Reader:
         self.out.functions[unit] = node.lineno
         if any(_call_name(d) in _PROPERTY_DECORATORS for d in node.decorator_list):
             self.out.properties.add(unit)
-        end = node.end_lineno or node.lineno
+        end = self.ends.get(node.lineno) or node.end_lineno or node.lineno
         self.out.spans.append((node.body[0].lineno if node.body else node.lineno, end, unit))
         start, name = node.lineno, node.name
         self.out.pending[unit] = lambda: self._read_body(start, end, name, scope, unit)
@@ -462,3 +472,80 @@ def _string(nodes: list[ast.expr]) -> str | None:
 
 def _keyword(call: ast.Call, name: str) -> ast.expr | None:
     return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+_DEF = re.compile(r"^([ \t]*)(?:async[ \t]+)?def[ \t]")
+
+
+def skeleton(text: str) -> tuple[str, dict[int, int]] | None:
+    """``text`` with every function body elided (``...`` on its first line, the rest blank,
+    so line numbers hold), and each ``def`` line's last body line.
+
+    Parsing the skeleton costs a fraction of the whole module, and the walk reads a body
+    only when it reaches the function. Read from indentation, not tokens: anything unusual
+    (a string in a ``def`` header, a body line left of its ``def``) returns None, or makes
+    the skeleton fail to parse, and the caller parses the whole text instead.
+    """
+    lines = text.split("\n")
+    out = list(lines)
+    ends: dict[int, int] = {}
+    i, n = 0, len(lines)
+    while i < n:
+        match = _DEF.match(lines[i])
+        if match is None:
+            i += 1
+            continue
+        indent = len(match.group(1).expandtabs())
+        header = _header_end(lines, i)
+        if header is None:
+            return None
+        row, col = header
+        if lines[row][col + 1 :].split("#", 1)[0].strip():  # def f(): return x
+            i = row + 1
+            continue
+        last, k = row, row + 1
+        while k < n:
+            stripped = lines[k].strip()
+            if stripped and not stripped.startswith("#"):
+                if len(lines[k].expandtabs()) - len(lines[k].expandtabs().lstrip()) <= indent:
+                    break
+                last = k
+            k += 1
+        if last == row:
+            return None  # a def without a body: not Python we can elide
+        out[row + 1] = " " * (indent + 4) + "..."
+        for t in range(row + 2, last + 1):
+            out[t] = ""
+        ends[i + 1] = last + 1
+        i = last + 1
+    return "\n".join(out), ends
+
+
+def _header_end(lines: list[str], start: int) -> tuple[int, int] | None:
+    """(row, column) of the colon that ends the ``def`` header starting at ``start``."""
+    depth = 0
+    for row in range(start, min(start + 60, len(lines))):
+        line = lines[row]
+        col = 0
+        while col < len(line):
+            char = line[col]
+            if char == "#":
+                break
+            if char in "\"'":
+                if line.startswith(char * 3, col):
+                    return None
+                close = line.find(char, col + 1)
+                while close > 0 and line[close - 1] == "\\":
+                    close = line.find(char, close + 1)
+                if close < 0:
+                    return None
+                col = close + 1
+                continue
+            if char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth -= 1
+            elif char == ":" and depth == 0:
+                return row, col
+            col += 1
+    return None
