@@ -480,6 +480,8 @@ class _Root:
             run.entry = message["entry"]
             scale = 1 if message.get("continued") else STARTUP_TIMEOUTS
             run.deadline = time.monotonic() + self.timeout * scale
+            # The parent hears of progress: a long startup is not a silent worker.
+            self.channel.write(json.dumps({"progress": run.entry}) + "\n")
         elif "failed" in message:
             run.failed[message.pop("failed")] = message
         elif "loaded" in message and "status" not in message:
