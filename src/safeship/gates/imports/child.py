@@ -29,6 +29,8 @@ _REAP_POLL = 0.02  # seconds between checks for exited children while some are r
 MSG = 1 << 20
 PRELOADER = None  # the root's, inherited by every child (zygotes preload too)
 WROTE: list = []  # paths in the project's tree this process's import wrote to (audit hook)
+HEARTBEAT: list = [None, 0.0]  # the startup's socket while it imports, and when it last spoke
+_HEARTBEAT_EVERY = 0.5
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _WRITE_EVENTS = frozenset(
     {
@@ -200,7 +202,16 @@ def watch_writes(root):
         return path if path.startswith(prefix) else None
 
     def hook(event, args):
-        if event == "open":
+        if event == "import":
+            # While the startup imports, each new module is a sign of life: its deadline
+            # is the time one module may take, not the whole app's.
+            sock = HEARTBEAT[0]
+            if sock is not None:
+                now = time.monotonic()
+                if now - HEARTBEAT[1] > _HEARTBEAT_EVERY:
+                    HEARTBEAT[1] = now
+                    send(sock, {"alive": True})
+        elif event == "open":
             if len(args) < 3:
                 return
             path, mode, flags = args[0], args[1], args[2]
@@ -401,6 +412,7 @@ def _startup(sock, entries, scope, more=()):
     before = set(sys.modules)
     sys.meta_path.insert(0, _Failed)
     WROTE.clear()
+    HEARTBEAT[0] = sock
     result: dict[str, object] = {"status": "ok"}
     started = time.time()
     for entry in entries:
@@ -414,6 +426,7 @@ def _startup(sock, entries, scope, more=()):
             if module not in sys.modules and module not in _Failed.failed:
                 _startup_import(sock, module, scope, True)
     faulthandler.unregister(signal.SIGUSR1)
+    HEARTBEAT[0] = None
     result["t"] = [started, time.time()]
     if WROTE:
         result["wrote"] = sorted(set(WROTE))

@@ -484,6 +484,9 @@ class _Root:
             self.channel.write(json.dumps({"progress": run.entry}) + "\n")
         elif "failed" in message:
             run.failed[message.pop("failed")] = message
+        elif "alive" in message:
+            # The startup imported another module: it is not hung (yet).
+            run.deadline = max(run.deadline, time.monotonic() + self.timeout)
         elif "loaded" in message and "status" not in message:
             run.loaded.extend(message["loaded"])
         elif "reaped" in message:
