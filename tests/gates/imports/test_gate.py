@@ -394,7 +394,7 @@ def _both(root: Path, package: str) -> tuple[dict[str, tuple], dict[str, tuple]]
     return runs[0], runs[1]
 
 
-def test_a_chain_of_zygotes_costs_no_stack_depth(tmp_path: Path) -> None:
+def test_a_chain_of_templates_costs_no_stack_depth(tmp_path: Path) -> None:
     probe = (
         "import sys\n\ndepth, frame = 0, sys._getframe()\n"
         "while frame is not None:\n    depth, frame = depth + 1, frame.f_back\n"
@@ -404,7 +404,7 @@ def test_a_chain_of_zygotes_costs_no_stack_depth(tmp_path: Path) -> None:
     plan = plan_imports(_found(tmp_path, "deepz"))
     assert plan.spines["deepz.probe"] == "deepz.m0" and not plan.deep
     reused, pristine = _both(tmp_path, "deepz")
-    # The probe starts from the end of a chain of 25 zygotes, yet runs as deep as when
+    # The probe starts from the end of a chain of 25 templates, yet runs as deep as when
     # imported from a pristine process.
     assert reused["deepz.probe"] == pristine["deepz.probe"]
     assert reused == pristine
@@ -423,7 +423,7 @@ def test_imports_that_nest_too_deep_start_pristine_and_fail_as_fresh_ones(tmp_pa
     assert reused == pristine
 
 
-ZYGOTE_TREE = {
+TEMPLATE_TREE = {
     "zt/__init__.py": "",
     "zt/state.py": "FLAG = False\n",
     "zt/core.py": "from zt import state\n\nstate.FLAG = True\nCORE = 1\n",
@@ -456,7 +456,7 @@ def _outcomes(root: Path, reuse: bool) -> dict[str, tuple[str, str | None, str |
 
 
 def test_starting_from_a_dependency_gives_the_same_outcomes_as_pristine(tmp_path: Path) -> None:
-    _write(tmp_path, ZYGOTE_TREE)
+    _write(tmp_path, TEMPLATE_TREE)
     spines = plan_spines(_found(tmp_path, "zt"))
     assert spines["zt.models"] == "zt.core" and spines["zt.x"] == "zt.d"
     reused = _outcomes(tmp_path, reuse=True)

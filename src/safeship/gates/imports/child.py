@@ -2,11 +2,12 @@
 
 Standard library only: it runs in the worker interpreter, which must import nothing of the
 project's and nothing of safeship's. A child imports one module and reports; a child that
-is kept becomes a *zygote* and forks further children on request.
+is kept becomes a *template*: a live process holding what it imported, from which further
+children are forked on request.
 
 Every child starts its import at the same stack depth, whichever process forked it: a
-zygote hands the new child back to ``run``'s loop instead of calling into it, so a chain
-of zygotes never eats into the recursion limit of the modules imported at its end.
+template hands the new child back to ``run``'s loop instead of calling into it, so a chain
+of templates never eats into the recursion limit of the modules imported at its end.
 """
 
 import contextlib
@@ -27,7 +28,7 @@ _OWN_FILES = {os.path.join(_HERE, n) for n in ("worker.py", "child.py")}
 _LEARN_LIMIT = 400
 _REAP_POLL = 0.02  # seconds between checks for exited children while some are running
 MSG = 1 << 20
-PRELOADER = None  # the root's, inherited by every child (zygotes preload too)
+PRELOADER = None  # the root's, inherited by every child (templates preload too)
 WROTE: list = []  # paths in the project's tree this process's import wrote to (audit hook)
 HEARTBEAT: list = [None, 0.0]  # the startup's socket while it imports, and when it last spoke
 _HEARTBEAT_EVERY = 0.5
@@ -50,7 +51,7 @@ _WRITE_EVENTS = frozenset(
 )
 LOADED: frozenset[str] = frozenset()
 """``sys.modules``' names when this process forked its children (set by the root and by
-each zygote), so a child finds what its import added without touching every module: going
+each template), so a child finds what its import added without touching every module: going
 through all of them would write to (and so copy) thousands of shared pages per child."""
 
 
@@ -267,7 +268,7 @@ def _import(module, scope):
 
 
 def run(task):
-    """Runs in a fresh fork: import, and while this process is a zygote, become each child
+    """Runs in a fresh fork: import, and while this process is a template, become each child
     it forks. Never returns."""
     try:
         while task is not None:
@@ -277,7 +278,7 @@ def run(task):
 
 
 def child(sock, module, keep, scope, then=None):
-    """Import ``module`` and report; then exit, or serve as a zygote and return the task of
+    """Import ``module`` and report; then exit, or serve as a template and return the task of
     the next child it forks (to ``run``, in that child). ``then``: ``(socket, module,
     keep)`` of a child to fork at once if this process is kept, without waiting for the
     root to ask (the next link of a chain)."""
@@ -294,7 +295,7 @@ def child(sock, module, keep, scope, then=None):
     if isinstance(module, dict):
         watch_writes(module.get("tree") or scope.prefix)
         return _startup(sock, module["entries"], scope, module.get("more", ()))
-    if module in sys.modules:  # the zygote's dependency imported it: not a fresh import
+    if module in sys.modules:  # the template's dependency imported it: not a fresh import
         send(sock, {"status": "present"})
         os._exit(0)  # ``then``'s socket closes with it: the root starts that module again
     threads = threading.active_count()
@@ -305,7 +306,7 @@ def child(sock, module, keep, scope, then=None):
     # waiting for it meet the same failure at once, as its other importers do in the app.
     usable = result["status"] == "ok" or _Failed in sys.meta_path
     keep = keep and usable and threading.active_count() == threads
-    result["zygote"] = keep
+    result["template"] = keep
     send(sock, result)
     if not keep:
         os._exit(0)
@@ -320,7 +321,7 @@ def child(sock, module, keep, scope, then=None):
             return (*then, scope)
         then[0].close()
         first = pid
-    return _zygote(sock, scope, first)
+    return _template(sock, scope, first)
 
 
 class ImportHung(ImportError):
@@ -405,7 +406,7 @@ def _startup(sock, entries, scope, more=()):
     """The app's startup: import the entry modules in order, in this one process, as the
     service does. If one fails, go on with ``more`` (the rest of what the entries import,
     each module after its own imports) in this process, so that every module that breaks
-    startup is found, not only the first. This process then serves as the zygote of every
+    startup is found, not only the first. This process then serves as the template of every
     other module, whatever the outcome (a failed startup still holds the modules it
     imported), so each of them meets the state a lazy import meets in the running app."""
     threads = threading.active_count()
@@ -450,15 +451,15 @@ def _startup(sock, entries, scope, more=()):
     # is copied); forking anyway is what makes this fast, and a lock such a thread held at
     # the fork shows up as a hung import, with its stack.
     result["threads"] = threading.active_count() - threads
-    result["zygote"] = True
+    result["template"] = True
     send(sock, result)
     global LOADED
     LOADED = frozenset(sys.modules)
     gc.freeze()
-    return _zygote(sock, scope)
+    return _template(sock, scope)
 
 
-def _zygote(sock, scope, first=None):
+def _template(sock, scope, first=None):
     """Fork children on the root's request. Reports each child's exit status when it has
     reaped it (the root needs it when a child dies without reporting). ``first``: a child
     already forked."""
@@ -492,7 +493,7 @@ def _zygote(sock, scope, first=None):
             children.add(pid)
         elif "preload" in command:
             # What other imports needed from outside the project, so the next children
-            # from this zygote do not import it again. If that would taint it, stop serving.
+            # from this template do not import it again. If that would taint it, stop serving.
             if PRELOADER is not None and PRELOADER.load(command["preload"]) is not None:
                 break
             LOADED = frozenset(sys.modules)
@@ -509,11 +510,11 @@ def _zygote(sock, scope, first=None):
 # --- the root ---------------------------------------------------------------------------
 
 SUBREAPER = False
-"""Whether the root adopts (and reaps) the children of zygotes that exit before them."""
+"""Whether the root adopts (and reaps) the children of templates that exit before them."""
 
 
 def become_subreaper():
-    """Make this process the reaper of its orphaned descendants (Linux), so a zygote can
+    """Make this process the reaper of its orphaned descendants (Linux), so a template can
     exit as soon as nothing more starts from it, without waiting for its children."""
     global SUBREAPER
     try:

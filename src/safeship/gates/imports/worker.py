@@ -1,12 +1,12 @@
 """Fork server of the imports gate. Runs as a script in its own interpreter, stdlib only.
 
 The worker ("root") never imports first-party code. Each module is imported in a child
-process forked either from the root, or from a *zygote*: a child that imported one of the
-module's dependencies and stayed alive. A zygote holds exactly what a fresh import of that
+process forked either from the root, or from a *template*: a child that imported one of the
+module's dependencies and stayed alive. A template holds exactly what a fresh import of that
 dependency leaves behind, so forking from it spares the module its dependency's closure
 while still starting from a state no unrelated module touched. The parent decides which
 dependency (the "spine") each module may start from; anything in doubt starts from the root.
-When a spine's import fails, the modules waiting for it start from the zygote that spine
+When a spine's import fails, the modules waiting for it start from the template that spine
 was forked from, if their plan allows (``reach``), else from the root.
 
 Ready modules start depth first, and heaviest first among siblings (``weight``: the
@@ -36,7 +36,7 @@ import time
 _STACK_WAIT = 1.0  # how long a hung child gets to write its stack before it is killed
 _STATUS_WAIT = 5.0  # how long the exit status of a child that died may take to arrive
 _REAP_POLL = 0.02
-_MAX_ZYGOTES = 64
+_MAX_TEMPLATES = 64
 STARTUP = "<startup>"  # the run that imports the entry modules (see ``child._startup``)
 STARTUP_TIMEOUTS = 3  # the startup's deadline, in per-module timeouts
 _FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in (.+)$')
@@ -54,7 +54,7 @@ def _load_child_module():
     return module
 
 
-_c = _load_child_module()
+child = _load_child_module()
 
 
 class _Forked(BaseException):
@@ -67,13 +67,13 @@ class _Forked(BaseException):
 
 
 class _Run:
-    """One child: importing, then possibly serving as a zygote."""
+    """One child: importing, then possibly serving as a template."""
 
     def __init__(self, module, sock, base, hops, deadline):
         self.module = module
         self.sock = sock
-        self.base = base  # the zygote _Run it was forked from, or None for the root
-        self.hops = hops  # steps up the module's chain of spines to that zygote
+        self.base = base  # the template _Run it was forked from, or None for the root
+        self.hops = hops  # steps up the module's chain of spines to that template
         self.deadline = deadline
         self.pid = None
         self.result = None
@@ -86,7 +86,7 @@ class _Run:
         # child itself, without waiting for the root (see ``_Root._start``).
         self.next = None
         self.counted = True  # whether it counts among the imports in flight
-        # While a zygote: modules that will still start from it (waiting or importing).
+        # While a template: modules that will still start from it (waiting or importing).
         # It exits when none is left.
         self.refs = 0
 
@@ -117,10 +117,10 @@ class _Root:
             self.ready.append((STARTUP, None, 0))
         else:
             self._schedule(set())
-        self.zygotes = {}  # module -> _Run serving as a zygote
-        self.runs = {}  # socket fileno -> _Run (importing, zygote, or dead awaiting status)
+        self.templates = {}  # module -> _Run serving as a template
+        self.runs = {}  # socket fileno -> _Run (importing, template, or dead awaiting status)
         self.importing = 0
-        self.statuses = {}  # pid -> exit status, from our own reaping or a zygote's report
+        self.statuses = {}  # pid -> exit status, from our own reaping or a template's report
         self.taint = None
         self.missing = set()  # top-level names of the modules found missing
 
@@ -142,7 +142,7 @@ class _Root:
 
     def _push_all(self, entries):
         """Depth first, heaviest first: what was released last starts first, which keeps
-        few zygotes alive at once (each waits only for its own subtree), and among modules
+        few templates alive at once (each waits only for its own subtree), and among modules
         released together the heaviest chain of work goes first, so it does not finish
         last, alone on one core."""
         self.ready.extend(sorted(entries, key=lambda entry: self.weight[entry[0]]))
@@ -150,7 +150,7 @@ class _Root:
     def _start(self, module, base, hops):
         if base is None and self.app is not None:
             base = self.app
-        if base is not None and self.zygotes.get(base.module) is not base:
+        if base is not None and self.templates.get(base.module) is not base:
             base, hops = None, 0  # it exited (or died) meanwhile
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         keep = self._keeps(module)
@@ -181,13 +181,13 @@ class _Root:
             command = json.dumps({"fork": module, "keep": keep, "next": follow}).encode()
             try:
                 socket.send_fds(base.sock, [command], fds)
-            except OSError:  # the zygote is gone: start again without it
+            except OSError:  # the template is gone: start again without it
                 theirs.close()
                 ours.close()
                 if nxt:
                     nxt[1].close()
                     self._cancel_next(run)
-                self._zygote_died(base)
+                self._template_died(base)
                 self._push(module, None, 0)
                 return
         theirs.close()
@@ -198,7 +198,7 @@ class _Root:
 
     def _keeps(self, module):
         return module == STARTUP or (
-            bool(self.waiting.get(module)) and len(self.zygotes) < _MAX_ZYGOTES
+            bool(self.waiting.get(module)) and len(self.templates) < _MAX_TEMPLATES
         )
 
     def _chain(self, run):
@@ -246,28 +246,28 @@ class _Root:
         run.refs -= 1
         self.waiting.setdefault(run.module, []).append(follower.module)
 
-    def _release(self, zygote):
-        """One module fewer will start from ``zygote``: it exits when none is left."""
-        if zygote is None or zygote is self.app:
+    def _release(self, template):
+        """One module fewer will start from ``template``: it exits when none is left."""
+        if template is None or template is self.app:
             return
-        zygote.refs -= 1
-        if zygote.refs <= 0 and zygote.module in self.zygotes:
-            self._retire(zygote)
+        template.refs -= 1
+        if template.refs <= 0 and template.module in self.templates:
+            self._retire(template)
 
-    def _retire(self, zygote):
-        if self.zygotes.pop(zygote.module, None) is None:
+    def _retire(self, template):
+        if self.templates.pop(template.module, None) is None:
             return
         with contextlib.suppress(OSError):
-            zygote.sock.send(b'{"exit": true}')
+            template.sock.send(b'{"exit": true}')
         # Keep reading its socket until it closes: it may still report exit statuses.
 
-    def _zygote_died(self, zygote):
-        if self.zygotes.pop(zygote.module, None) is not None:
-            self._close(zygote)
+    def _template_died(self, template):
+        if self.templates.pop(template.module, None) is not None:
+            self._close(template)
 
     def _place_waiting(self, run, kept):
         """``run``'s module has its outcome: the modules waiting for it may start, from its
-        zygote, or else from the zygote it was forked from if their plan allows."""
+        template, or else from the template it was forked from if their plan allows."""
         entries = []
         for module in self.waiting.pop(run.module, []):
             if kept:
@@ -295,18 +295,18 @@ class _Root:
         if self.learn and self.taint is None and learned:
             self.taint = self.preloader.load(learned)
             command = json.dumps({"preload": learned}).encode()
-            for zygote in self.zygotes.values():
+            for template in self.templates.values():
                 with contextlib.suppress(OSError):
-                    zygote.sock.send(command)
+                    template.sock.send(command)
 
     def _started(self, run, result):
         """The startup has its outcome: report it, and the modules it imported, which are
         not imported again; release the others, from the app if its process is kept."""
         entry = result.pop("entry", None) or run.entry or self.entries[0]
-        kept = bool(result.pop("zygote", False))
+        kept = bool(result.pop("template", False))
         if kept:
             self.app = run
-            self.zygotes[STARTUP] = run
+            self.templates[STARTUP] = run
         loaded = set(run.loaded)
         result.update(startup=True, entry=entry, entries=self.entries, loaded=len(loaded))
         result["module"] = entry
@@ -336,7 +336,7 @@ class _Root:
             self.importing -= 1
         run.counted = False
         if run.module == STARTUP:
-            if not result.get("zygote"):
+            if not result.get("template"):
                 self._close(run)
             self._started(run, result)
             return
@@ -349,14 +349,14 @@ class _Root:
             self._emit(run, {"status": "ok", "startup": True})
             return
         if result.get("status") == "present":
-            # The zygote's dependency had already imported it: redo it from the root.
+            # The template's dependency had already imported it: redo it from the root.
             self._close(run)
             self._release(run.base)
             self._push(run.module, None, 0)
             return
-        kept = bool(result.pop("zygote", False))
+        kept = bool(result.pop("template", False))
         if kept:
-            self.zygotes[run.module] = run
+            self.templates[run.module] = run
             follower = run.next
             if follower is not None and follower.result is None and follower.died is None:
                 # Its process forks the follower now: it is in flight from here on.
@@ -401,7 +401,7 @@ class _Root:
                 wait = _STACK_WAIT
                 while True:
                     ready, _, _ = select.select([run.sock], [], [], wait)
-                    data = run.sock.recv(_c.MSG) if ready else b""
+                    data = run.sock.recv(child.MSG) if ready else b""
                     if not data:
                         break
                     stack.append(data.decode("utf-8", "replace"))
@@ -424,7 +424,7 @@ class _Root:
             # in raises at once, instead of hanging again in each of its importers.
             run.hung = self._hung_module(text) or run.entry
             if run.hung:
-                _c.poison(run.hung, f"{run.hung} hung while importing (the app's startup)")
+                child.poison(run.hung, f"{run.hung} hung while importing (the app's startup)")
         self._emit(run, {"status": "hung", "stack": text})
 
     def _hung_module(self, stack):
@@ -446,12 +446,12 @@ class _Root:
 
     def _on_message(self, run, data):
         if not data:
-            if run.module in self.zygotes and self.zygotes[run.module] is run:
-                # A zygote died: what was to start from it starts from the root.
-                self._zygote_died(run)
+            if run.module in self.templates and self.templates[run.module] is run:
+                # A template died: what was to start from it starts from the root.
+                self._template_died(run)
             elif run.result is not None:
-                self._close(run)  # a retired zygote has exited
-            elif run.pid is None:  # its zygote exited before forking it: start it again
+                self._close(run)  # a retired template has exited
+            elif run.pid is None:  # its template exited before forking it: start it again
                 if run.counted:
                     self.importing -= 1
                 run.counted = False
@@ -496,7 +496,7 @@ class _Root:
             self._finish(run, message)
 
     def _reap(self):
-        """Collect exited children of the root (and orphans adopted from zygotes)."""
+        """Collect exited children of the root (and orphans adopted from templates)."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -504,7 +504,7 @@ class _Root:
                 return
             if not pid:
                 return
-            self.statuses[pid] = _c.status_of(status)
+            self.statuses[pid] = child.status_of(status)
 
     def serve(self):
         while self.left and self.taint is None:
@@ -535,7 +535,7 @@ class _Root:
                 if run is None:
                     continue
                 try:
-                    data = sock.recv(_c.MSG)
+                    data = sock.recv(child.MSG)
                 except OSError:
                     data = b""
                 self._on_message(run, data)
@@ -544,7 +544,7 @@ class _Root:
                 if run.result is not None or run.died is not None or now < run.deadline:
                     continue
                 if run.pid is None:
-                    # Its zygote never forked it: stop that zygote. Both sockets close, and
+                    # Its template never forked it: stop that template. Both sockets close, and
                     # the module starts again from the root.
                     run.deadline = now + self.timeout
                     if run.base is not None and run.base.pid:
@@ -555,7 +555,7 @@ class _Root:
                 pending, _, _ = select.select([run.sock], [], [], 0)
                 if pending:
                     try:
-                        data = run.sock.recv(_c.MSG)
+                        data = run.sock.recv(child.MSG)
                     except OSError:
                         data = b""
                     self._on_message(run, data)
@@ -580,11 +580,11 @@ class _Root:
         return {top: found[top] for top in self.missing if top in found}
 
     def _stop(self):
-        """Retire every zygote, stop the children still importing (only after a taint:
+        """Retire every template, stop the children still importing (only after a taint:
         their modules go to the next worker), and reap them all, so that every process of
         the run is gone (and its CPU time accounted) when the parent hears ``done``."""
-        for zygote in list(self.zygotes.values()):
-            self._retire(zygote)
+        for template in list(self.templates.values()):
+            self._retire(template)
         for run in list(self.runs.values()):
             if run.result is None and run.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -595,7 +595,7 @@ class _Root:
             ready, _, _ = select.select(socks, [], [], max(0.0, deadline - time.monotonic()))
             for sock in ready:
                 with contextlib.suppress(OSError):
-                    if not sock.recv(_c.MSG):  # it exited
+                    if not sock.recv(child.MSG):  # it exited
                         self._close(self.runs[sock.fileno()])
         for run in list(self.runs.values()):
             self._close(run)
@@ -618,13 +618,13 @@ def main():
     config = json.loads(sys.stdin.readline())
     root = config["root"]
     sys.path[0] = root  # the script's own directory must not shadow project modules
-    _c.become_subreaper()
-    scope = _c.Scope(root, config.get("first_party", []))
-    preloader = _c.Preloader(scope, config.get("never", []), config.get("preload_timeout", 10.0))
-    _c.PRELOADER = preloader
+    child.become_subreaper()
+    scope = child.Scope(root, config.get("first_party", []))
+    preloader = child.Preloader(scope, config.get("never", []), config.get("preload_timeout", 10.0))
+    child.PRELOADER = preloader
     taint = preloader.load(config.get("preload", []))
     if config.get("pycache"):  # after preloading, which reads the packages' own caches
-        _c.use_private_caches(config["pycache"], root, [m["name"] for m in config["modules"]])
+        child.use_private_caches(config["pycache"], root, [m["name"] for m in config["modules"]])
     ready = {
         "ready": True,
         "preloaded": preloader.loaded,
@@ -642,7 +642,7 @@ def main():
     except _Forked as forked:  # pragma: no cover - runs in the child
         task = forked.task
     if task is not None:  # outside the handler: the import must not see _Forked as context
-        _c.run(task)
+        child.run(task)
 
 
 if __name__ == "__main__":
