@@ -11,7 +11,10 @@ resolved statically -- why it may still run at startup.
 from __future__ import annotations
 
 import ast
+import contextlib
 import gc
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
@@ -57,6 +60,8 @@ class StartupGraph:
         self.entries = list(entries)
         self.entry_attrs = list(entry_attrs)
         self._reach: dict[str, Step] | None = None
+        # The walk may run in a background thread (``walk_in_background``): one at a time.
+        self._lock = threading.RLock()
         self._dynamic: dict[str | None, tuple[str, Dynamic]] | None = None
 
     # -- loading --------------------------------------------------------------------------
@@ -64,6 +69,10 @@ class StartupGraph:
     def load(self, module: str) -> ModuleUnits | None:
         if module not in self.paths:
             return None
+        with self._lock:
+            return self._load(module)
+
+    def _load(self, module: str) -> ModuleUnits | None:
         if module not in self.units:
             path = self.paths[module]
             text = self.read(path) or ""
@@ -91,8 +100,25 @@ class StartupGraph:
 
     # -- the walk -------------------------------------------------------------------------
 
+    def walk_in_background(self) -> threading.Thread:
+        """Start the walk in a thread of low CPU priority: it runs on what the engines leave
+        free, and anything that needs it waits for it."""
+
+        def walk() -> None:
+            with contextlib.suppress(OSError, AttributeError):  # Linux: a thread's own nice
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            _ = self.reach
+
+        thread = threading.Thread(target=walk, name="startup-walk", daemon=True)
+        thread.start()
+        return thread
+
     @property
     def reach(self) -> dict[str, Step]:
+        with self._lock:
+            return self._walk()
+
+    def _walk(self) -> dict[str, Step]:
         if self._reach is None:
             roots: list[str] = []
             for entry in self.entries:

@@ -168,14 +168,15 @@ class _Run:
         with engines.started_engines(specs, self.layout.root, timeout) as futures:
             graph = futures["graph"].result()
             self._reachability(graph)
-            # ruff's findings are triaged, and the startup walked, while ty runs.
+            # The startup is walked, and ruff's findings triaged, while ty runs: on what the
+            # engines leave free, rather than after ty for its findings.
+            walker = self.startup.walk_in_background() if self.startup is not None else None
             ruff = futures["ruff"].result()
             names = [d for d in ruff.diagnostics if d.rule != "TID251"]
             findings = self._hinted(self._triage(names))
-            if self.startup is not None:
-                # Walked now, on the core ty leaves free, rather than after ty for its findings.
-                _ = self.startup.reach
             ty = futures["ty"].result()
+            if walker is not None:
+                walker.join()
         runs = {"ruff": ruff, "ty": ty, "graph": graph}
         self.summary["engines"] = {name: run.as_dict() for name, run in runs.items()}
         self.errors = [run.error for run in runs.values() if run.error] + self.errors

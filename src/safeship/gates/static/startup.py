@@ -120,6 +120,8 @@ class _Reader:
         self.lines = lines
         self.text = "\n".join(lines)
         self.module_names: dict[str, str] = {}
+        self.split: list[str] = []
+        """The module's lines, once a function body has been read."""
         self.ends: dict[int, int] = {}
         """``def`` line -> last body line, when ``tree`` is a skeleton (bodies elided)."""
 
@@ -219,13 +221,17 @@ class _Reader:
 
     def _read_body(self, start: int, end: int, name: str, scope: _Scope, unit: str) -> None:
         """Parse the function's own lines again (dedented), else the whole module."""
-        lines = self.text.splitlines()
+        if not self.split:
+            self.split = self.text.splitlines()
+        lines = self.split
         node: ast.FunctionDef | ast.AsyncFunctionDef | None = None
         try:
-            segment = ast.parse(textwrap.dedent("\n".join(lines[start - 1 : end])))
+            # Blank lines in front keep the line numbers (cheaper than renumbering).
+            code = "\n" * (start - 1) + textwrap.dedent("\n".join(lines[start - 1 : end]))
+            segment = ast.parse(code)
             first = segment.body[0] if segment.body else None
             if isinstance(first, (ast.FunctionDef, ast.AsyncFunctionDef)) and first.name == name:
-                node = ast.increment_lineno(first, start - 1)
+                node = first
         except (SyntaxError, ValueError, RecursionError):
             node = None
         if node is None:  # a string whose lines sit left of the def: parse the module
