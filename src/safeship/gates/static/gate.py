@@ -146,8 +146,9 @@ class _Run:
         self.project = project
         self.startup: StartupGraph | None = None
         self._declared: Declared | None = None
-        self.missing: dict[str, list[tuple[Diagnostic, Decision]]] = {}
+        self.missing: dict[str, list[Diagnostic]] = {}
         self.contexts: dict[str, FileContext] = {}
+        self.resolved: dict[str, bool] = {}
         self.legacy = dict(ctx.manifest.legacy)
         self.modules = ModuleMap(layout.import_roots)
         self.graph: ImportGraph | None = None
@@ -284,11 +285,13 @@ class _Run:
                 self.dropped["duplicates"] += 1
             elif diag.owner_kind == "class":
                 kept.append(diag)  # first-party or not is read from the file, in _triage
-            elif diag.owner_kind == "module" and resolves_in(f"{diag.owner}.{diag.symbol}", search):
+            elif diag.owner_kind == "module" and self._resolves(
+                f"{diag.owner}.{diag.symbol}", search
+            ):
                 # pkgutil.extend_path / namespace packages: the submodule is another
                 # directory's portion of the same package.
                 self.dropped["merged_namespace"] = self.dropped.get("merged_namespace", 0) + 1
-            elif diag.owner_kind == "import" and resolves_in(diag.owner or "", search):
+            elif diag.owner_kind == "import" and self._resolves(diag.owner or "", search):
                 self.dropped["merged_namespace"] = self.dropped.get("merged_namespace", 0) + 1
             elif diag.owner_kind in ("module", "import") and self._is_first_party(diag.owner):
                 kept.append(diag)
@@ -303,7 +306,7 @@ class _Run:
                 top = diag.owner.split(".")[0]
                 if diag.owner_kind == "import" or not resolves_in(top, self.project.site_packages):
                     # Not installed (ty may have found a folder of that name instead).
-                    self.missing.setdefault(top, []).append((diag, self._decide(diag)))
+                    self.missing.setdefault(top, []).append(diag)
                 elif not self.project.isolated:
                     kept.append(diag)  # installed, and it has no such member: a real error
                 else:
@@ -311,6 +314,11 @@ class _Run:
             else:
                 self.dropped["third_party"] += 1
         return kept
+
+    def _resolves(self, module: str, search: list[Path]) -> bool:
+        if module not in self.resolved:
+            self.resolved[module] = resolves_in(module, search)
+        return self.resolved[module]
 
     def _search_paths(self) -> list[Path]:
         roots = [self.layout.root / r if r else self.layout.root for r in self.layout.import_roots]
@@ -346,21 +354,31 @@ class _Run:
             if self.project.isolated
             else f"it is not installed in {self.project.prefix}"
         )
-        by_distribution: dict[str, list[tuple[Diagnostic, Decision]]] = {}
+        by_distribution: dict[str, list[Diagnostic]] = {}
         for top, sites in sorted(self.missing.items()):
             by_distribution.setdefault(distribution_of(top, declared), []).extend(sites)
         for distribution, sites in by_distribution.items():
-            live = [(d, dec) for d, dec in sites if dec.tier in _LIVE_TIERS]
-            self.dropped["third_party"] += len(sites) - len(live)
-            if not live:
-                continue
+            sites.sort(key=lambda d: (d.path, d.line))
             is_declared = declared.declares(distribution)
             if not is_declared and not self.project.isolated:
+                decided = [(d, self._decide(d)) for d in sites]
+                live = [(d, dec) for d, dec in decided if dec.tier in _LIVE_TIERS]
+                self.dropped["third_party"] += len(sites) - len(live)
                 for diag, decision in live:
                     out.append(self._undeclared(diag, decision, distribution))
                 continue
-            importers = sorted({self.modules.module_of(d.path) or d.path for d, _ in live})
-            first, _ = min(live, key=lambda s: (TIER_ORDER.index(s[1].tier), s[0].path))
+            # One finding per distribution: where it is first imported by code that can run.
+            first = next((d for d in sites if self._decide(d).tier in _LIVE_TIERS), None)
+            if first is None:
+                self.dropped["third_party"] += len(sites)
+                continue
+            importers = sorted(
+                {
+                    self.modules.module_of(d.path) or d.path
+                    for d in sites
+                    if not is_test_path(d.path)
+                }
+            )
             said = (
                 f"declared in {', '.join(declared.sources)}"
                 if is_declared
