@@ -501,7 +501,7 @@ def skeleton(text: str) -> tuple[str, dict[int, int]] | None:
         if match is None:
             i += 1
             continue
-        indent = len(match.group(1).expandtabs())
+        indent = len(match.group(1))
         header = _header_end(lines, i)
         if header is None:
             return None
@@ -511,9 +511,10 @@ def skeleton(text: str) -> tuple[str, dict[int, int]] | None:
             continue
         last, k = row, row + 1
         while k < n:
-            stripped = lines[k].strip()
-            if stripped and not stripped.startswith("#"):
-                if len(lines[k].expandtabs()) - len(lines[k].expandtabs().lstrip()) <= indent:
+            line = lines[k]
+            body = line.lstrip(" \t")
+            if body and body[0] != "#":
+                if len(line) - len(body) <= indent:
                     break
                 last = k
             k += 1
@@ -529,6 +530,18 @@ def skeleton(text: str) -> tuple[str, dict[int, int]] | None:
 
 def _header_end(lines: list[str], start: int) -> tuple[int, int] | None:
     """(row, column) of the colon that ends the ``def`` header starting at ``start``."""
+    first = lines[start].rstrip()
+    # Most headers are one plain line: ``def f(x: int) -> str:``.
+    if (
+        first.endswith(":")
+        and "#" not in first
+        and "'" not in first
+        and '"' not in first
+        and first.count("(") == first.count(")")
+        and first.count("[") == first.count("]")
+        and first.count("{") == first.count("}")
+    ):
+        return start, len(first) - 1
     depth = 0
     for row in range(start, min(start + 60, len(lines))):
         line = lines[row]
