@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from safeship.config import Manifest
 from safeship.gates.model import Finding, GateResult, Tier
@@ -39,7 +40,7 @@ def _venv(path: Path) -> Path:
     return path
 
 
-def _run(root: Path, entry: str = "app.main", **kwargs: object) -> GateResult:
+def _run(root: Path, entry: str = "app.main", **kwargs: Any) -> GateResult:
     ctx = build_context(
         root, Manifest(root=root), "development", entries=[entry], base_environ={}, **kwargs
     )

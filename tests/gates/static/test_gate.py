@@ -5,6 +5,7 @@ import shutil
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,7 @@ EXPECTED = {
 }
 
 
-def _context(root: Path = FIXTURE, env: str = "development", **kwargs: object) -> CheckContext:
+def _context(root: Path = FIXTURE, env: str = "development", **kwargs: Any) -> CheckContext:
     """The fixture's environment is this interpreter's: fastapi and pydantic are installed."""
     manifest_file = root / "safeship.toml"
     manifest = load_manifest(manifest_file) if manifest_file.exists() else Manifest(root=root)
