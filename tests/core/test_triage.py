@@ -237,3 +237,19 @@ def test_resolve_alias_follows_prefixes_and_stops_on_cycles() -> None:
     assert resolve_alias("shop.create_app.inner", aliases) == "shop.factory.create_app.inner"
     assert resolve_alias("a.x", aliases) in ("a.x", "b.x")
     assert resolve_alias("fastapi.FastAPI", aliases) == "fastapi.FastAPI"
+
+
+def test_a_module_a_computed_import_may_load_at_startup_is_not_called_on_call_only() -> None:
+    # The incident's shape: a startup phase imports agent modules by computed name.
+    note = "may break startup: agents.registry.load:35 `importlib.import_module(name)` ..."
+    decision = triage(
+        Facts(where=Where.MODULE),
+        reachable=True,
+        is_test=False,
+        module_runs=Runs.ON_CALL,
+        may_break_startup=note,
+    )
+    assert decision.tier is ON_CALL
+    assert "imported only when called" not in decision.reason
+    assert "the call graph can follow does not import the module" in decision.reason
+    assert decision.may_break_startup == note

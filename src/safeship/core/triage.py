@@ -190,10 +190,15 @@ def triage(
     decision = _decide(facts, reachable, is_test, target, function_runs, function_via)
     if decision.tier is Tier.BREAKS_STARTUP and module_runs is Runs.ON_CALL:
         via = f" {module_via}" if module_via else ""
+        # With a computed import at startup the walk cannot say "only when called": it says
+        # what it saw and leaves the doubt in the note, never a silent guess either way.
+        seen = (
+            "the startup code the call graph can follow does not import the module"
+            if may_break_startup
+            else "the module is imported only when called"
+        )
         return Decision(
-            Tier.BREAKS_ON_CALL,
-            f"{decision.reason}; but the module is imported only when called{via}",
-            may_break_startup,
+            Tier.BREAKS_ON_CALL, f"{decision.reason}; but {seen}{via}", may_break_startup
         )
     if decision.tier is Tier.BREAKS_ON_CALL and may_break_startup:
         return Decision(decision.tier, decision.reason, may_break_startup)
