@@ -10,14 +10,12 @@ fix.
   services replace`` takes, and ``safeship cloudrun render`` prints), checked by
   :func:`check_cloudrun`, a pure function of the parsed document.
 - **The local target:** its own settings in the manifest (:func:`check_local`).
-- **Kubernetes:** when the module ``safeship.gates.deploy_config_k8s`` exists, its
-  ``check(ctx) -> list[Finding]`` adds its findings.
+- **Kubernetes:** the manifests at ``[deploy.kubernetes] manifests``, checked by
+  ``safeship.gates.deploy_config_k8s``.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,7 +56,8 @@ def _finding(
     )
 
 
-def _get(doc: Any, *keys: str | int) -> Any:
+def field_at(doc: Any, *keys: str | int) -> Any:
+    """The value at ``keys`` in a parsed YAML document, or None where any step is missing."""
     for key in keys:
         if isinstance(key, int):
             doc = doc[key] if isinstance(doc, list) and len(doc) > key else None
@@ -68,7 +67,7 @@ def _get(doc: Any, *keys: str | int) -> Any:
 
 
 def _probe_path(probe: Any) -> str | None:
-    path = _get(probe, "httpGet", "path")
+    path = field_at(probe, "httpGet", "path")
     return path if isinstance(path, str) else None
 
 
@@ -86,7 +85,7 @@ def check_cloudrun(
     findings: list[Finding] = []
     service, deploy = manifest.service, manifest.deploy
     prefix = service.health_prefix.rstrip("/")
-    container = _get(doc, "spec", "template", "spec", "containers", 0)
+    container = field_at(doc, "spec", "template", "spec", "containers", 0)
     if not isinstance(container, Mapping):
         return [
             _finding(
@@ -126,7 +125,7 @@ def check_cloudrun(
             path=path,
         ))  # fmt: skip
 
-    timeout = _get(doc, "spec", "template", "spec", "timeoutSeconds")
+    timeout = field_at(doc, "spec", "template", "spec", "timeoutSeconds")
     seconds = timeout if isinstance(timeout, int | float) else CLOUD_RUN_DEFAULT_TIMEOUT
     longest = service.longest_session_seconds
     if seconds < longest:
@@ -140,7 +139,7 @@ def check_cloudrun(
             f"{CLOUD_RUN_MAX_TIMEOUT}; clients must reconnect past it)", path=path,
         ))  # fmt: skip
 
-    affinity = str(_get(doc, "spec", "template", "metadata", "annotations", _AFFINITY)).lower()
+    affinity = str(field_at(doc, "spec", "template", "metadata", "annotations", _AFFINITY)).lower()
     if service.needs_session_affinity and affinity != "true":
         findings.append(_finding(
             "session-affinity", f"spec.template.metadata.annotations.{_AFFINITY}",
@@ -216,10 +215,10 @@ class DeployConfigGate:
                 "run `safeship cloudrun render > service.yaml`, then set "
                 'service_yaml = "service.yaml"', path=manifest.display_path, blocking=False,
             ))  # fmt: skip
-        if importlib.util.find_spec(f"{__package__}.deploy_config_k8s") is not None:
-            k8s = importlib.import_module(f"{__package__}.deploy_config_k8s")
-            findings += k8s.check(ctx)
-            summary["checked"] += manifest.deploy.kubernetes.manifests
+        from . import deploy_config_k8s  # here: it uses this module's helpers
+
+        findings += deploy_config_k8s.check(ctx)
+        summary["checked"] += manifest.deploy.kubernetes.manifests
         return result_from_findings(self.name, findings, summary)
 
 

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .deploy_config import field_at
 from .model import Finding, Tier
 
 if TYPE_CHECKING:
@@ -42,15 +43,6 @@ def _finding(
     )
 
 
-def _get(doc: Any, *keys: str | int) -> Any:
-    for key in keys:
-        if isinstance(key, int):
-            doc = doc[key] if isinstance(doc, list) and len(doc) > key else None
-        else:
-            doc = doc.get(key) if isinstance(doc, Mapping) else None
-    return doc
-
-
 def _secret_names(manifest: Manifest) -> set[str]:
     names = {manifest.auth.secret, "JWT_SECRET"} | set(manifest.secrets)
     return {n.upper() for n in names}
@@ -76,10 +68,10 @@ def check_kubernetes(
         kind = doc.get("kind")
         if kind not in _WORKLOADS:
             continue
-        where = f"{kind} {_get(doc, 'metadata', 'name') or '?'}"
+        where = f"{kind} {field_at(doc, 'metadata', 'name') or '?'}"
         pod = "spec.template.spec"
         base = f"{pod}.containers[0]"
-        container = _get(doc, "spec", "template", "spec", "containers", 0)
+        container = field_at(doc, "spec", "template", "spec", "containers", 0)
         if not isinstance(container, Mapping):
             findings.append(_finding(
                 "k8s-no-container", where, f"{pod}.containers", "no container",
@@ -98,16 +90,16 @@ def check_kubernetes(
             ("livenessProbe", "live", "a hung process is never restarted"),
         ):
             want = f"{prefix}/{route}"
-            got = _get(container, probe, "httpGet", "path")
-            if _get(container, probe) is None:
+            got = field_at(container, probe, "httpGet", "path")
+            if field_at(container, probe) is None:
                 add(f"k8s-no-{route}-probe", f"{base}.{probe}", f"missing: {why}",
                     f"add {probe}: {{httpGet: {{path: {want}, port: http}}}}")  # fmt: skip
             elif got != want:
                 add(f"k8s-{route}-probe-path", f"{base}.{probe}.httpGet.path",
                     f"is {got!r} (or not an HTTP probe), expected {want!r}",
                     f"set {probe}.httpGet.path to {want}")  # fmt: skip
-        pre_stop = _get(container, "lifecycle", "preStop")
-        sleep = _get(pre_stop, "sleep", "seconds")
+        pre_stop = field_at(container, "lifecycle", "preStop")
+        sleep = field_at(pre_stop, "sleep", "seconds")
         pre_stop_seconds = float(sleep) if isinstance(sleep, int | float) else 0.0
         if pre_stop is None:
             add("k8s-no-prestop", f"{base}.lifecycle.preStop",
@@ -115,7 +107,7 @@ def check_kubernetes(
                 "connections reach a draining service",
                 "add lifecycle: {preStop: {sleep: {seconds: 5}}} (readiness drops and the "
                 "endpoints update before SIGTERM)")  # fmt: skip
-        grace = _get(doc, "spec", "template", "spec", "terminationGracePeriodSeconds")
+        grace = field_at(doc, "spec", "template", "spec", "terminationGracePeriodSeconds")
         grace_value = grace if isinstance(grace, int | float) else _DEFAULT_GRACE
         needed = pre_stop_seconds + drain
         if grace_value < needed:
@@ -128,8 +120,8 @@ def check_kubernetes(
                 f"set terminationGracePeriodSeconds: {wanted} (preStop + drain + "
                 "[deploy] stop_grace_seconds)")  # fmt: skip
         if kind == "Deployment":
-            unavailable = _get(doc, "spec", "strategy", "rollingUpdate", "maxUnavailable")
-            strategy = _get(doc, "spec", "strategy", "type")
+            unavailable = field_at(doc, "spec", "strategy", "rollingUpdate", "maxUnavailable")
+            strategy = field_at(doc, "spec", "strategy", "type")
             if strategy == "Recreate":
                 add("k8s-recreate", "spec.strategy.type",
                     "is Recreate: every pod stops before the new ones serve",
@@ -140,18 +132,18 @@ def check_kubernetes(
                     f"is {shown}: a rollout takes serving pods away before new ones are ready",
                     "set spec.strategy.rollingUpdate.maxUnavailable: 0")  # fmt: skip
         for index, entry in enumerate(container.get("env") or ()):
-            name = str(_get(entry, "name") or "")
-            if _is_secret(name, secrets) and _get(entry, "value") is not None:
+            name = str(field_at(entry, "name") or "")
+            if _is_secret(name, secrets) and field_at(entry, "value") is not None:
                 add("k8s-literal-secret", f"{base}.env[{index}].value",
                     f"{name} is written into the manifest as a literal value",
                     "use envFrom: [{secretRef: {name: SECRET}}] or valueFrom.secretKeyRef")  # fmt: skip
-        if _get(container, "terminationMessagePolicy") != "FallbackToLogsOnError":
+        if field_at(container, "terminationMessagePolicy") != "FallbackToLogsOnError":
             add("k8s-termination-message", f"{base}.terminationMessagePolicy",
                 "is not FallbackToLogsOnError: a crash at startup shows no startup_failed line",
                 "set terminationMessagePolicy: FallbackToLogsOnError", block=False)  # fmt: skip
     workloads = [d for d in docs if d.get("kind") in _WORKLOADS]
     if workloads and not any(d.get("kind") == "PodDisruptionBudget" for d in docs):
-        where = f"{workloads[0].get('kind')} {_get(workloads[0], 'metadata', 'name') or '?'}"
+        where = f"{workloads[0].get('kind')} {field_at(workloads[0], 'metadata', 'name') or '?'}"
         findings.append(_finding(
             "k8s-no-pdb", where, "PodDisruptionBudget",
             "none in these manifests: a node drain may evict every pod at once",
