@@ -17,10 +17,13 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from typing import Any, TypeVar
 
 from ...core.triage import Edge, Step, startup_reach
 from .graph import ModuleMap
 from .startup import Dynamic, ModuleUnits, read_units, skeleton
+
+_V = TypeVar("_V")
 
 __all__ = ["StartupGraph"]
 
@@ -54,8 +57,8 @@ class StartupGraph:
             if module and module not in self.paths:
                 self.paths[module] = path
         self.units: dict[str, ModuleUnits] = {}
-        self.edges = _LazyEdges(self)
-        self.aliases = _LazyAliases(self)
+        self.edges = _lazy_edges(self)
+        self.aliases = _lazy_aliases(self)
         self.properties = _LazyProperties(self)
         self.entries = list(entries)
         self.entry_attrs = list(entry_attrs)
@@ -229,62 +232,58 @@ def _element(unit: str, edge: Edge) -> str:
     return f"{unit}:{edge.line} {edge.text}" if edge.text else f"{unit}:{edge.line}"
 
 
-class _LazyEdges(Mapping[str, list[Edge]]):
+class _LazyIndex(Mapping[str, _V]):
+    """A name -> value index over the graph's modules that reads a module only when one of its
+    names is asked for: ``find`` answers one name (None when absent), ``table`` gives a read
+    module's whole table for iteration."""
+
+    def __init__(
+        self,
+        graph: StartupGraph,
+        find: Callable[[str], _V | None],
+        table: Callable[[ModuleUnits], Mapping[str, Any]],
+    ) -> None:
+        self.graph, self._find, self._table = graph, find, table
+
+    def __getitem__(self, name: str) -> _V:
+        found = self._find(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for units in list(self.graph.units.values()):
+            yield from self._table(units)
+
+    def __len__(self) -> int:
+        return sum(len(self._table(u)) for u in self.graph.units.values())
+
+
+def _lazy_edges(graph: StartupGraph) -> _LazyIndex[list[Edge]]:
     """Unit -> edges, parsing the unit's module the first time it is asked for."""
 
-    def __init__(self, graph: StartupGraph) -> None:
-        self.graph = graph
-
-    def _find(self, name: str) -> list[Edge] | None:
-        module = self.graph.owner(name)
-        units = self.graph.load(module) if module else None
+    def find(name: str) -> list[Edge] | None:
+        module = graph.owner(name)
+        units = graph.load(module) if module else None
         return units.edges_of(name) if units else None
 
-    def __getitem__(self, name: str) -> list[Edge]:
-        found = self._find(name)
-        if found is None:
-            raise KeyError(name)
-        return found
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._find(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        for units in list(self.graph.units.values()):
-            yield from units.edges
-
-    def __len__(self) -> int:
-        return sum(len(u.edges) for u in self.graph.units.values())
+    return _LazyIndex(graph, find, lambda units: units.edges)
 
 
-class _LazyAliases(Mapping[str, str]):
+def _lazy_aliases(graph: StartupGraph) -> _LazyIndex[str]:
     """``module.name`` -> what the import binding ``name`` in ``module`` refers to."""
 
-    def __init__(self, graph: StartupGraph) -> None:
-        self.graph = graph
-
-    def _find(self, name: str) -> str | None:
+    def find(name: str) -> str | None:
         module = name.rpartition(".")[0]
-        if module not in self.graph.paths:
+        if module not in graph.paths:
             return None
-        units = self.graph.load(module)
+        units = graph.load(module)
         return units.aliases.get(name) if units else None
 
-    def __getitem__(self, name: str) -> str:
-        found = self._find(name)
-        if found is None:
-            raise KeyError(name)
-        return found
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._find(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        for units in list(self.graph.units.values()):
-            yield from units.aliases
-
-    def __len__(self) -> int:
-        return sum(len(u.aliases) for u in self.graph.units.values())
+    return _LazyIndex(graph, find, lambda units: units.aliases)
 
 
 class _LazyProperties(AbstractSet[str]):
