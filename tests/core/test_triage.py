@@ -253,3 +253,23 @@ def test_a_module_a_computed_import_may_load_at_startup_is_not_called_on_call_on
     assert "imported only when called" not in decision.reason
     assert "the call graph can follow does not import the module" in decision.reason
     assert decision.may_break_startup == note
+
+
+def test_a_plugin_named_as_a_string_and_loaded_by_a_computed_import_breaks_startup() -> None:
+    note = "may break startup: app.registry.load:35 `importlib.import_module(name)` ..."
+    decision = triage(
+        Facts(where=Where.MODULE),
+        reachable=True,
+        is_test=False,
+        module_runs=Runs.ON_CALL,
+        may_break_startup=note,
+        named_by="app.settings",
+    )
+    assert decision.tier is Tier.BREAKS_STARTUP
+    assert "app.settings names this module as a string" in decision.reason
+    assert decision.may_break_startup == note
+    # The string alone, with no computed import at startup, is not enough.
+    assert triage(
+        Facts(where=Where.MODULE), reachable=True, is_test=False, module_runs=Runs.ON_CALL,
+        named_by="app.settings",
+    ).tier is ON_CALL  # fmt: skip

@@ -52,12 +52,10 @@ def test_every_step_went_as_the_story_says(demo):
     assert s["r2"]["blocked_by"] == "static" and s["r2"]["failing_phase"] == "agents"
     finding = s["r2"]["facts"]["static_finding"]
     assert finding["path"] == "examples/agent_service/agents/history.py"
-    # The agent module is imported by a computed import_module in phase `agents`: the static
-    # walk cannot follow it, says so, and the finding blocks in staging (breaks-on-call blocks
-    # in critical environments); forced past the gate, the start catches it in phase agents.
-    assert finding["tier"] in ("breaks-startup", "breaks-on-call")
-    assert "imported only when called" not in finding["message"]
-    assert "SessionManager" in finding["hint"]
+    # The agent module is named as a string in settings and loaded by a computed
+    # import_module in phase `agents`: the static gate says it breaks startup, and why.
+    assert finding["tier"] == "breaks-startup" and "SessionManager" in finding["hint"]
+    assert "names this module as a string" in finding["message"]
     assert s["r4"]["blocked_by"] == "secrets"
     assert "fingerprint" in s["r4"]["facts"]["secrets_finding"]["message"]
     assert "auth" in [v["category"] for v in s["r4"]["facts"]["verification"]]

@@ -169,6 +169,7 @@ def triage(
     function_runs: Runs = Runs.UNKNOWN,
     function_via: str | None = None,
     may_break_startup: str | None = None,
+    named_by: str | None = None,
 ) -> Decision:
     """Decide the tier of one finding.
 
@@ -183,11 +184,28 @@ def triage(
         function_runs: for a finding in a function body, whether startup code calls the
             function, transitively; ``function_via`` names the call.
         may_break_startup: why the call graph could not tell (kept as a note).
+        named_by: a module that runs at startup and names this one as a string, while startup
+            code imports a computed name: the plugin registry the computed import reads from.
 
     Returns:
         The tier and a one-line reason a user can read.
     """
     decision = _decide(facts, reachable, is_test, target, function_runs, function_via)
+    if (
+        decision.tier is Tier.BREAKS_STARTUP
+        and module_runs is Runs.ON_CALL
+        and named_by
+        and may_break_startup
+    ):
+        # Both halves are facts read from the code: startup imports a name computed at run time,
+        # and a module that runs at startup writes this module's name as a string. That is how
+        # plugin registries load their plugins (the incident's agent modules).
+        return Decision(
+            Tier.BREAKS_STARTUP,
+            f"{decision.reason}; {named_by} names this module as a string and startup code "
+            "imports a computed name",
+            may_break_startup,
+        )
     if decision.tier is Tier.BREAKS_STARTUP and module_runs is Runs.ON_CALL:
         via = f" {module_via}" if module_via else ""
         # With a computed import at startup the walk cannot say "only when called": it says

@@ -343,3 +343,61 @@ def test_the_skeleton_elides_bodies_and_keeps_lines() -> None:
         "Assign",
     ]
     assert skeleton('def f(x="""\\n"""):\\n    pass\\n') is None  # a string in the header
+
+
+def test_a_plugin_named_in_a_registry_and_imported_by_a_computed_name_breaks_startup(
+    tmp_path: Path,
+) -> None:
+    # The incident's shape: a startup phase loads agent modules named as strings.
+    _project(
+        tmp_path,
+        {
+            "svc/__init__.py": "",
+            "svc/agents/__init__.py": "",
+            "svc/settings.py": 'AGENTS = {"history": "svc.agents.history"}\n',
+            "svc/registry.py": """\
+                import importlib
+
+                from svc.settings import AGENTS
+
+
+                def load_all():
+                    return [importlib.import_module(path) for path in AGENTS.values()]
+                """,
+            "svc/agents/history.py": """\
+                class History:
+                    def __init__(self, sessions: DatabaseSessionManager) -> None:
+                        self.sessions = sessions
+
+                    def run(self):
+                        return DatabaseSessionManager.open()
+                """,
+            "svc/main.py": """\
+                from svc.registry import load_all
+
+                agents = load_all()
+                """,
+        },
+    )
+    result = _run(tmp_path, "svc.main")
+    at_import = _at(result, "svc/agents/history.py", 2)
+    assert at_import.tier is Tier.BREAKS_STARTUP
+    assert "svc.settings names this module as a string" in at_import.message
+    assert "import_module" in at_import.extra["may_break_startup"]
+    assert _at(result, "svc/agents/history.py", 6).tier is Tier.BREAKS_ON_CALL
+
+
+def test_a_module_named_as_a_string_without_a_computed_import_is_not_startup(
+    tmp_path: Path,
+) -> None:
+    _project(
+        tmp_path,
+        {
+            "svc/__init__.py": "",
+            "svc/settings.py": 'WORKER = "svc.worker"\n',
+            "svc/worker.py": "RETRIES = retries_from(ENVIRONMNT)\n",
+            "svc/main.py": "from svc.settings import WORKER\n\napp = object()\n",
+        },
+    )
+    finding = _at(_run(tmp_path, "svc.main"), "svc/worker.py", 1)
+    assert finding.tier is not Tier.BREAKS_STARTUP

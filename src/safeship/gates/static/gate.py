@@ -501,7 +501,29 @@ class _Run:
                     kwargs["function_runs"] = Runs.ON_CALL
             if not at_startup or kwargs.get("function_runs") is Runs.ON_CALL:
                 kwargs["may_break_startup"] = graph.may_run_at_startup(unit)
+            if not at_startup and kwargs["may_break_startup"]:
+                kwargs["named_by"] = self._named_by_string(diag.path)
         return triage(facts, reachable=reachable, is_test=is_test, target=target, **kwargs)
+
+    def _named_by_string(self, path: str) -> str | None:
+        """The module that brings ``path`` into the graph only by writing its dotted name as
+        a string (a registry of plugins, ``AGENT_MODULES = {"echo": "app.agents.echo"}``),
+        when that module runs at startup; None otherwise. Such a module is what a computed
+        ``import_module(name)`` at startup loads."""
+        files = self.reach.chain(path)
+        if len(files) < 2:
+            return None
+        parent, child = files[-2], files[-1]
+        module = self.modules.module_of(child)
+        owner = self.modules.module_of(parent)
+        if not module or not owner or not self.startup:
+            return None
+        if self._sites(parent).get(module) is not None or not self.startup.module_runs_at_startup(
+            parent
+        ):
+            return None
+        text = _read(self.layout.root / parent) or ""
+        return owner if f'"{module}"' in text or f"'{module}'" in text else None
 
     def _lazy_via(self, path: str) -> str:
         """``(imported inside `shop.api.read_item`)``: where the import chain turns lazy."""
