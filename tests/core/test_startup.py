@@ -166,3 +166,14 @@ def test_hint_for_other_errors(error_type, message, expected):
 
 def test_hint_for_timeout_names_the_timeout():
     assert "5s" in hint_for("TimeoutError", "x", phase="database", timeout=5)
+
+
+def test_startup_failed_event_is_the_last_such_line_even_behind_a_log_prefix() -> None:
+    from safeship.core.startup import startup_failed_event
+
+    first = '{"event": "startup_failed", "phase": "database", "error": "E1"}'
+    last = '2026-12-05T10:00:00Z stderr F {"event": "startup_failed", "phase": "agents"}'
+    lines = ["INFO starting", first, '{"event": "startup_progress"}', last, "not json {"]
+    assert startup_failed_event(lines) == {"event": "startup_failed", "phase": "agents"}
+    assert startup_failed_event(["{broken", '{"event": "other", "x": "startup_failed"}']) is None
+    assert startup_failed_event([]) is None

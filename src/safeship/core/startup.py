@@ -9,8 +9,10 @@ Pure: times are passed in (``now``), nothing here awaits or touches a clock.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -25,6 +27,7 @@ __all__ = [
     "ServiceState",
     "StartupMachine",
     "hint_for",
+    "startup_failed_event",
     "timeout_problem",
 ]
 
@@ -297,3 +300,20 @@ def hint_for(
     if error_type in {"ConnectionRefusedError", "ConnectionError", "OSError", "gaierror"}:
         return f"phase {phase!r} could not reach its dependency: is it running and reachable?"
     return f"fix the error raised in phase {phase!r}{at}"
+
+
+def startup_failed_event(lines: Iterable[str]) -> dict[str, Any] | None:
+    """The last ``{"event": "startup_failed", ...}`` line a service wrote, from its log lines
+    (read by every target, the boot gate and ``diagnose``); a prefix before the JSON object,
+    as log collectors add, is skipped. None when there is none."""
+    for line in reversed(list(lines)):
+        text = line.strip()
+        if '"startup_failed"' not in text or "{" not in text:
+            continue
+        try:
+            event = json.loads(text[text.index("{") :])
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "startup_failed":
+            return event
+    return None

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from ..core.startup import startup_failed_event
 from ..errors import SecretError
 from ..probe import probe_ws
 from ..probe.steps import Step
@@ -133,7 +134,7 @@ def _boot(ctx: CheckContext, workdir: Path) -> BootOutcome:
         _stop(proc)
         text = log_path.read_text(errors="replace")
         outcome.log_tail = tuple(text.splitlines()[-_TAIL_LINES:])
-        outcome.failure = outcome.failure or _failure_line(text)
+        outcome.failure = outcome.failure or startup_failed_event(text.splitlines())
         outcome.phase = outcome.phase or _last_phase(events_path)
     return outcome
 
@@ -213,16 +214,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=_STOP_GRACE)
-
-
-def _failure_line(text: str) -> dict[str, Any] | None:
-    for line in reversed(text.splitlines()):
-        if '"startup_failed"' in line:
-            with contextlib.suppress(ValueError):
-                data = json.loads(line[line.index("{") :])
-                if isinstance(data, dict):
-                    return data
-    return None
 
 
 def _last_phase(path: Path) -> str | None:

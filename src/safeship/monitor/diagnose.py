@@ -15,6 +15,7 @@ from typing import Any
 
 from ..config import Manifest
 from ..core.chain import Chain, Facts, ProbeFact, RevisionFact, error_id, explain
+from ..core.startup import startup_failed_event
 from ..errors import ConfigError, SafeshipError
 from . import evidence
 from .endpoints import Endpoint, TargetView, read_target
@@ -98,7 +99,7 @@ async def gather(
 
     lines = evidence.log_tail(revision.get("log_path")) if revision else []
     failure = (revision or {}).get("failure") or None
-    startup_failed = evidence.startup_failed_line(lines) if lines else None
+    startup_failed = startup_failed_event(lines) if lines else None
     if startup_failed is None and failure:
         startup_failed = {k: failure.get(k) for k in ("phase", "error", "hint")}
     probes = [_probe_fact(s, timeout) for s in samples]

@@ -9,7 +9,6 @@ only fingerprints, variable names and where they were found.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +26,6 @@ __all__ = [
     "error_line",
     "fetch_json",
     "log_tail",
-    "startup_failed_line",
 ]
 
 _TAIL_BYTES = 256 * 1024
@@ -102,20 +100,6 @@ def backend_secret(lines: list[str]) -> dict[str, Any] | None:
         fp = fp.rstrip(")").strip()
         if name and fp:
             return {"env": env, "name": name, "where": source, "fingerprint": fp}
-    return None
-
-
-def startup_failed_line(lines: list[str]) -> dict[str, Any] | None:
-    """The service's last ``{"event": "startup_failed", ...}`` line."""
-    for line in reversed(lines):
-        text = line.strip()
-        if text.startswith("{") and '"startup_failed"' in text:
-            try:
-                event = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "startup_failed":
-                return event
     return None
 
 

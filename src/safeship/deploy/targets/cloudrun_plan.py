@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from google.api_core import exceptions as api
 from google.cloud import run_v2
 
+from ...core.startup import startup_failed_event
 from ...errors import TargetError
 from .base import Revision, RevisionStatus, StartFailure, TargetState
 
@@ -252,7 +252,7 @@ def start_failure(revision: run_v2.Revision, log_lines: Sequence[str] = ()) -> S
     if revision.log_uri:
         hint = f"{hint + '; ' if hint else ''}logs: {revision.log_uri}"
     error = f"{reason}: {message}" if reason else message
-    event = _startup_event(log_lines)
+    event = startup_failed_event(log_lines)
     tail = tuple(log_lines[-20:])
     if event is not None:
         phase, given = event.get("phase"), event.get("hint")
@@ -261,18 +261,6 @@ def start_failure(revision: run_v2.Revision, log_lines: Sequence[str] = ()) -> S
             error, str(phase) if phase else None, str(given) if given else hint, None, tail
         )
     return StartFailure(error, None, hint, None, tail)
-
-
-def _startup_event(lines: Sequence[str]) -> dict[str, object] | None:
-    for line in reversed(lines):
-        if '"startup_failed"' in line and line.lstrip().startswith("{"):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "startup_failed":
-                return event
-    return None
 
 
 def read_state(

@@ -16,12 +16,12 @@ every field that matters for WebSockets is tested without a socket:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.startup import startup_failed_event
 from .base import RevisionStatus, StartFailure
 
 __all__ = [
@@ -246,7 +246,7 @@ def start_failure(pods: Iterable[Mapping[str, Any]]) -> StartFailure | None:
         code = terminated.get("exitCode")
         message = str(terminated.get("message") or "").strip()
         lines = tuple(line for line in message.splitlines() if line.strip())
-        event = _startup_event(lines)
+        event = startup_failed_event(lines)
         name = pod.get("metadata", {}).get("name", "?")
         if event is not None:
             error = str(event.get("error") or "startup failed")
@@ -260,18 +260,6 @@ def start_failure(pods: Iterable[Mapping[str, Any]]) -> StartFailure | None:
             else f"kubectl describe pod {name}"
         )
         return StartFailure(f"{reason}: {detail}", None, hint, code, lines)
-    return None
-
-
-def _startup_event(lines: tuple[str, ...]) -> dict[str, Any] | None:
-    for line in reversed(lines):
-        if line.startswith("{") and '"startup_failed"' in line:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "startup_failed":
-                return event
     return None
 
 

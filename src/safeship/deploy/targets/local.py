@@ -8,7 +8,6 @@ later command finds them through the state store (pid + start time, never a bare
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import stat
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ... import procs
+from ...core.startup import startup_failed_event
 from ...errors import TargetError
 from ...service.deadline import uvicorn_options
 from ..front import control_path, launch, request
@@ -417,7 +417,7 @@ class LocalTarget:
             found = {}
             if status == RevisionStatus.EXITED and row.log:
                 # A service in background startup mode fails after binding: keep its reason.
-                event = _startup_event(_since_marker(procs.tail(Path(row.log))))
+                event = startup_failed_event(_since_marker(procs.tail(Path(row.log))))
                 if event is not None:
                     found = {
                         "failure_phase": event.get("phase"),
@@ -529,23 +529,10 @@ def _since_marker(lines: list[str]) -> list[str]:
     return lines
 
 
-def _startup_event(lines: list[str]) -> dict[str, Any] | None:
-    """The service's ``{"event": "startup_failed", ...}`` line, the last one if several."""
-    for line in reversed(lines):
-        if line.startswith("{") and '"startup_failed"' in line:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "startup_failed":
-                return event
-    return None
-
-
 def _failure(lines: list[str], code: int | None) -> StartFailure:
     """From the service's ``startup_failed`` line when present, else the last log line."""
     tail = tuple(lines[-20:])
-    event = _startup_event(lines)
+    event = startup_failed_event(lines)
     if event is not None:
         error = str(event.get("error") or "startup failed")
         return StartFailure(error, event.get("phase"), event.get("hint"), code, tail)
