@@ -15,6 +15,7 @@ The state lives on the server: a fresh target finds the revisions (Deployments l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import time
@@ -158,16 +159,24 @@ class KubernetesTarget:
             workload = dataclasses.replace(workload, env=env)
         revision = await self._next_revision(workload)
         created = time.time()
-        await self._call(
-            "POST",
-            self._path(_APPS, "deployments"),
-            m.deployment(workload, revision, created=created, owner=_owner()),
+        # A request in flight runs to its end in its thread even when the start is cancelled:
+        # shielded, so a Ctrl-C waits for the Deployment to exist before removing it (removed
+        # earlier, the late create would leave it behind).
+        create = asyncio.ensure_future(
+            self._call(
+                "POST",
+                self._path(_APPS, "deployments"),
+                m.deployment(workload, revision, created=created, owner=_owner()),
+            )
         )
         try:
+            await asyncio.shield(create)
             await self._call("POST", self._path(_CORE, "services"), m.service(workload, revision))
             return await self._wait_available(revision, created)
         except asyncio.CancelledError:
             # Ctrl-C mid-start: leave nothing half-started behind, then let it propagate.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(create, self.settings.request_timeout)
             await self._remove(revision)
             raise
         except TargetError:
